@@ -1,0 +1,45 @@
+"""The `perception` command. Each verb lives in its own module and owns its arguments;
+this file only maps verbs to modules, so `perception --help` stays cheap (no torch import)."""
+from __future__ import annotations
+
+import importlib
+import sys
+
+# verb -> (module, one-line help). The module's main(argv) parses its own arguments.
+VERBS: dict[str, tuple[str, str]] = {
+    "launch": ("perception.launch", "start the processes of a launch file and watch them (default launch/sim.yaml)"),
+    "camera": ("perception.cameras.process", "run one camera reader: sim, video or images source"),
+    "fuse": ("perception.fusion.node", "run the fusion node: sync cameras, run the model, publish detections"),
+    "echo": ("perception.tools.echo", "print the messages of a topic (--json for one JSON object per line)"),
+    "hz": ("perception.tools.hz", "measure the rate of a topic"),
+    "render": ("perception.sim.cli", "render the simulated world into the rig's cameras (PNG) and time the renderer"),
+}
+
+
+def usage() -> str:
+    width = max(map(len, VERBS))
+    lines = ["usage: perception VERB [options]   (perception VERB --help for a verb's options)", "", "verbs:"]
+    lines += [f"  {verb:<{width}}  {help_}" for verb, (_, help_) in VERBS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0
+    if argv[0] in ("-V", "--version"):
+        from perception import __version__
+
+        print(f"perception {__version__}")
+        return 0
+    verb, rest = argv[0], argv[1:]
+    if verb not in VERBS:
+        print(f"perception: unknown verb {verb!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(VERBS[verb][0])
+    return int(module.main(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

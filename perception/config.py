@@ -1,0 +1,225 @@
+"""Typed, validated configuration: camera rigs and the default endpoints of the processes.
+
+A rig file is YAML:
+
+    name: nuscenes_like
+    cameras:
+      - name: front
+        width: 320
+        height: 180
+        hfov_deg: 70          # or K: [[fx, 0, cx], [0, fy, cy], [0, 0, 1]]
+        distortion: []        # OpenCV (k1, k2, p1, p2, k3); empty = none
+        position: [1.70, 0.0, 1.51]   # metres, ego frame
+        yaw_deg: 0            # left positive; or T_ego_from_camera: 4x4 rows
+        pitch_deg: 0          # down positive
+        roll_deg: 0
+
+Every error names the file and the field, so a bad config fails at start-up with a message
+a person can act on.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from perception import geometry
+
+PACKAGE_ROOT = Path(__file__).resolve().parent
+REPO_ROOT = PACKAGE_ROOT.parent
+DEFAULT_RIG = REPO_ROOT / "rigs" / "nuscenes_6cam.yaml"
+DEFAULT_LAUNCH = REPO_ROOT / "launch" / "sim.yaml"
+DEFAULT_MODEL_DIR = REPO_ROOT / "engines" / "bev_vit"
+
+# Endpoints of launch/sim.yaml; the topic tools default to them.
+CAMERA_BASE_PORT = 5550          # camera i of the rig publishes on tcp://127.0.0.1:(5550 + i)
+FUSION_ENDPOINT = "tcp://127.0.0.1:5560"   # topics "detections" and "status/fusion"
+TRUTH_TOPIC = "sim/truth"        # published by the sim camera started with --truth
+
+
+class ConfigError(ValueError):
+    """A configuration file or value is invalid; the message says where and why."""
+
+
+def camera_topic(name: str) -> str:
+    return f"camera/{name}"
+
+
+def camera_endpoint(index: int, host: str = "127.0.0.1") -> str:
+    return f"tcp://{host}:{CAMERA_BASE_PORT + index}"
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    name: str
+    width: int
+    height: int
+    K: np.ndarray                       # (3, 3)
+    T_ego_from_camera: np.ndarray       # (4, 4)
+    distortion: tuple[float, ...] = ()
+
+    @property
+    def calibration_id(self) -> str:
+        """Content hash of the calibration: equal ids mean equal geometry."""
+        h = hashlib.sha1()
+        h.update(self.name.encode())
+        h.update(np.asarray([self.width, self.height], dtype=np.int64).tobytes())
+        h.update(np.round(np.asarray(self.K, dtype=np.float64), 9).tobytes())
+        h.update(np.round(np.asarray(self.T_ego_from_camera, dtype=np.float64), 9).tobytes())
+        h.update(np.asarray(self.distortion, dtype=np.float64).tobytes())
+        return h.hexdigest()[:16]
+
+    @property
+    def position(self) -> np.ndarray:
+        return self.T_ego_from_camera[:3, 3]
+
+    def resized(self, width: int, height: int) -> "CameraConfig":
+        """The same camera after resizing its image to (width, height)."""
+        K = geometry.scale_intrinsics(self.K, width / self.width, height / self.height)
+        return replace(self, width=width, height=height, K=K)
+
+    def with_extrinsics(self, T_ego_from_camera: np.ndarray) -> "CameraConfig":
+        return replace(self, T_ego_from_camera=np.asarray(T_ego_from_camera, dtype=np.float64))
+
+    def to_proto(self):
+        from perception.v1 import calibration_pb2
+
+        return calibration_pb2.CameraCalibration(
+            camera_name=self.name,
+            calibration_id=self.calibration_id,
+            width=self.width,
+            height=self.height,
+            K=np.asarray(self.K, dtype=np.float64).ravel().tolist(),
+            distortion=list(self.distortion),
+            T_ego_from_camera=np.asarray(self.T_ego_from_camera, dtype=np.float64).ravel().tolist(),
+        )
+
+    @classmethod
+    def from_proto(cls, msg) -> "CameraConfig":
+        if len(msg.K) != 9 or len(msg.T_ego_from_camera) != 16:
+            raise ConfigError(f"calibration of camera {msg.camera_name!r}: K needs 9 values and "
+                              f"T_ego_from_camera 16, got {len(msg.K)} and {len(msg.T_ego_from_camera)}")
+        return cls(name=msg.camera_name, width=msg.width, height=msg.height,
+                   K=np.array(msg.K, dtype=np.float64).reshape(3, 3),
+                   T_ego_from_camera=np.array(msg.T_ego_from_camera, dtype=np.float64).reshape(4, 4),
+                   distortion=tuple(msg.distortion))
+
+
+@dataclass(frozen=True)
+class RigConfig:
+    name: str
+    cameras: tuple[CameraConfig, ...] = field(default_factory=tuple)
+
+    @property
+    def camera_names(self) -> list[str]:
+        return [c.name for c in self.cameras]
+
+    def camera(self, name: str) -> CameraConfig:
+        for c in self.cameras:
+            if c.name == name:
+                return c
+        raise ConfigError(f"rig {self.name!r} has no camera {name!r}; cameras: {', '.join(self.camera_names)}")
+
+    def index(self, name: str) -> int:
+        return self.camera_names.index(self.camera(name).name)
+
+    def resized(self, width: int, height: int) -> "RigConfig":
+        return replace(self, cameras=tuple(c.resized(width, height) for c in self.cameras))
+
+    def to_proto(self):
+        from perception.v1 import calibration_pb2
+
+        return calibration_pb2.RigCalibration(rig_name=self.name, cameras=[c.to_proto() for c in self.cameras])
+
+
+def _matrix(value, shape, where: str) -> np.ndarray:
+    try:
+        m = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{where}: expected a {shape[0]}x{shape[1]} matrix of numbers ({e})") from None
+    if m.shape != shape:
+        raise ConfigError(f"{where}: expected shape {shape}, got {m.shape}")
+    if not np.all(np.isfinite(m)):
+        raise ConfigError(f"{where}: contains a non-finite value")
+    return m
+
+
+def parse_camera(d: dict, where: str) -> CameraConfig:
+    if not isinstance(d, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(d).__name__}")
+    known = {"name", "width", "height", "hfov_deg", "K", "distortion", "position", "yaw_deg",
+             "pitch_deg", "roll_deg", "T_ego_from_camera"}
+    unknown = set(d) - known
+    if unknown:
+        raise ConfigError(f"{where}: unknown field(s) {sorted(unknown)}; known: {sorted(known)}")
+    for key in ("name", "width", "height"):
+        if key not in d:
+            raise ConfigError(f"{where}: missing required field {key!r}")
+    name = str(d["name"])
+    where = f"{where} ({name})"
+    try:
+        width, height = int(d["width"]), int(d["height"])
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: width and height must be integers") from None
+    if not (8 <= width <= 16384 and 8 <= height <= 16384):
+        raise ConfigError(f"{where}: image size {width}x{height} is out of range")
+    if ("K" in d) == ("hfov_deg" in d):
+        raise ConfigError(f"{where}: give exactly one of K or hfov_deg")
+    if "K" in d:
+        K = _matrix(d["K"], (3, 3), f"{where}.K")
+    else:
+        fov = float(d["hfov_deg"])
+        if not 1.0 <= fov < 179.0:
+            raise ConfigError(f"{where}.hfov_deg: {fov} is not in [1, 179)")
+        K = geometry.intrinsics_from_fov(width, height, fov)
+    if K[0, 0] <= 0 or K[1, 1] <= 0:
+        raise ConfigError(f"{where}.K: focal lengths must be positive")
+    if "T_ego_from_camera" in d:
+        if any(k in d for k in ("position", "yaw_deg", "pitch_deg", "roll_deg")):
+            raise ConfigError(f"{where}: give T_ego_from_camera or position/yaw/pitch/roll, not both")
+        T = _matrix(d["T_ego_from_camera"], (4, 4), f"{where}.T_ego_from_camera")
+        R = T[:3, :3]
+        if not np.allclose(R @ R.T, np.eye(3), atol=1e-6) or not np.allclose(T[3], [0, 0, 0, 1]):
+            raise ConfigError(f"{where}.T_ego_from_camera: not a rigid transform")
+    else:
+        if "position" not in d:
+            raise ConfigError(f"{where}: missing 'position' (or T_ego_from_camera)")
+        pos = np.asarray(d["position"], dtype=np.float64)
+        if pos.shape != (3,):
+            raise ConfigError(f"{where}.position: expected [x, y, z]")
+        R = geometry.camera_rotation(np.radians(float(d.get("yaw_deg", 0.0))),
+                                     np.radians(float(d.get("pitch_deg", 0.0))),
+                                     np.radians(float(d.get("roll_deg", 0.0))))
+        T = geometry.make_transform(R, pos)
+    dist = tuple(float(x) for x in (d.get("distortion") or ()))
+    if len(dist) not in (0, 4, 5, 8):
+        raise ConfigError(f"{where}.distortion: expected 0, 4, 5 or 8 coefficients, got {len(dist)}")
+    return CameraConfig(name=name, width=width, height=height, K=K, T_ego_from_camera=T, distortion=dist)
+
+
+def load_rig(path: str | Path = DEFAULT_RIG) -> RigConfig:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"rig file {path} does not exist") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"rig file {path} is not valid YAML: {e}") from None
+    return parse_rig(data, str(path))
+
+
+def parse_rig(data, where: str = "rig") -> RigConfig:
+    if not isinstance(data, dict) or "cameras" not in data:
+        raise ConfigError(f"{where}: expected a mapping with a 'cameras' list")
+    cams = data["cameras"]
+    if not isinstance(cams, list) or not cams:
+        raise ConfigError(f"{where}: 'cameras' must be a non-empty list")
+    cameras = tuple(parse_camera(c, f"{where}: cameras[{i}]") for i, c in enumerate(cams))
+    names = [c.name for c in cameras]
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        raise ConfigError(f"{where}: duplicate camera name(s) {sorted(dup)}")
+    return RigConfig(name=str(data.get("name", Path(where).stem)), cameras=cameras)
