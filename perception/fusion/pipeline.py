@@ -1,0 +1,144 @@
+"""One fusion step without sockets: frame set -> model inputs -> engine -> Detections.
+
+The node (node.py) wraps this with ZeroMQ; replay, tests and the benchmark call it directly,
+so what runs live is exactly what is tested and replayed.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from perception.config import CameraConfig, RigConfig
+from perception.fusion.sync import FrameSet
+from perception.runtime.base import Engine
+from perception.v1 import detections_pb2
+
+
+class FrameRejected(ValueError):
+    """A frame that cannot be used; `reason` is the counter it goes to."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+
+
+@dataclass
+class CameraFrame:
+    """What the pipeline needs of one received frame (pixels may be a zero-copy view)."""
+    camera: str
+    sequence: int
+    stamp_ns: int
+    pixels: np.ndarray            # (H, W, 3) uint8 BGR
+
+
+class Preprocessor:
+    """Resizes frames into a preallocated batch and keeps the geometry inputs per camera.
+
+    Calibration is an input: the rig file gives the starting calibration, and a frame that
+    carries a new calibration for its camera replaces it (update_calibration)."""
+
+    def __init__(self, rig: RigConfig, width: int, height: int):
+        self.rig, self.width, self.height = rig, width, height
+        n = len(rig.cameras)
+        self.images = np.zeros((1, n, height, width, 3), np.uint8)
+        self.intrinsics_inv = np.zeros((1, n, 3, 3), np.float32)
+        self.ego_from_camera = np.zeros((1, n, 4, 4), np.float32)
+        self.camera_mask = np.zeros((1, n), np.float32)
+        self.calibrations: dict[str, CameraConfig] = {}
+        for cam in rig.cameras:
+            self.update_calibration(cam)
+
+    def update_calibration(self, cam: CameraConfig) -> None:
+        i = self.rig.index(cam.name)
+        model_cam = cam.resized(self.width, self.height)
+        self.intrinsics_inv[0, i] = np.linalg.inv(model_cam.K)
+        self.ego_from_camera[0, i] = cam.T_ego_from_camera
+        self.calibrations[cam.name] = cam
+
+    def check(self, camera: str, calibration_id: str, width: int, height: int) -> None:
+        """Raise FrameRejected when a frame does not fit the calibration held for its camera."""
+        cam = self.calibrations.get(camera)
+        if cam is None:
+            raise FrameRejected("unknown_camera", f"{camera!r} is not in rig {self.rig.name!r}")
+        if calibration_id and calibration_id != cam.calibration_id:
+            raise FrameRejected("stale_calibration", f"{camera}: frame calibration {calibration_id} "
+                                f"!= held {cam.calibration_id}")
+        if (width, height) != (cam.width, cam.height):
+            raise FrameRejected("size_mismatch", f"{camera}: frame {width}x{height}, calibration "
+                                f"{cam.width}x{cam.height}")
+
+    def __call__(self, frames: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        for i, cam in enumerate(self.rig.cameras):
+            img = frames.get(cam.name)
+            if img is None:
+                self.camera_mask[0, i] = 0.0
+                self.images[0, i] = 0            # never read (masked), zeroed for determinism
+                continue
+            self.camera_mask[0, i] = 1.0
+            if img.shape[:2] == (self.height, self.width):
+                self.images[0, i] = img
+            else:                                 # INTER_AREA: proper low-pass when shrinking
+                cv2.resize(img, (self.width, self.height), dst=self.images[0, i], interpolation=cv2.INTER_AREA)
+        return {"images": self.images, "intrinsics_inv": self.intrinsics_inv,
+                "ego_from_camera": self.ego_from_camera, "camera_mask": self.camera_mask}
+
+
+def to_objects(outputs: dict[str, np.ndarray], score_threshold: float, batch_index: int = 0) -> list:
+    """Decoded engine outputs -> Object3D messages above the score threshold."""
+    boxes = outputs["det_boxes"][batch_index]
+    scores = outputs["det_scores"][batch_index]
+    labels = outputs["det_labels"][batch_index]
+    objects = []
+    for b, s, c in zip(boxes, scores, labels):
+        if s < score_threshold:
+            continue
+        x, y, z, l, w, h, yaw, vx, vy = (float(v) for v in b)
+        objects.append(detections_pb2.Object3D(
+            object_class=int(c) + 1, score=float(s),
+            center=detections_pb2.Vector3(x=x, y=y, z=z), size=detections_pb2.Vector3(x=l, y=w, z=h),
+            yaw=yaw, velocity=detections_pb2.Vector3(x=vx, y=vy)))
+    return objects
+
+
+class FusionPipeline:
+    def __init__(self, rig: RigConfig, engine: Engine, model_name: str, input_width: int, input_height: int,
+                 score_threshold: float = 0.3):
+        self.rig = rig
+        self.engine = engine
+        self.model_name = model_name
+        self.score_threshold = score_threshold
+        self.preprocess = Preprocessor(rig, input_width, input_height)
+        self.outputs_count = 0
+        self.last_outputs: dict[str, np.ndarray] | None = None
+
+    def process(self, frameset: FrameSet, publish_ns: int | None = None) -> detections_pb2.Detections:
+        """Run the model on one frame set. `frameset.frames[cam].data` must be a CameraFrame.
+        publish_ns (the clock frame ages are measured against) defaults to the set's stamp, so a
+        replay gives identical messages; the live node passes the wall clock."""
+        t0 = time.perf_counter()
+        frames = {name: f.data.pixels for name, f in frameset.frames.items()}
+        inputs = self.preprocess(frames)
+        t1 = time.perf_counter()
+        outputs = self.engine.infer(inputs)
+        t2 = time.perf_counter()
+        objects = to_objects(outputs, self.score_threshold)
+        t3 = time.perf_counter()
+        self.last_outputs = outputs
+        self.outputs_count += 1
+
+        now = frameset.stamp_ns if publish_ns is None else publish_ns
+        msg = detections_pb2.Detections(
+            stamp_ns=frameset.stamp_ns, sequence=self.outputs_count, objects=objects,
+            missing_cameras=frameset.missing, model_name=self.model_name, backend=self.engine.name)
+        for name, f in frameset.frames.items():
+            msg.frames.add(camera_name=name, sequence=f.sequence, capture_end_ns=f.stamp_ns,
+                           age_ms=(now - f.stamp_ns) / 1e6)
+        msg.timings.sync_wait_ms = (frameset.ready_ns - frameset.opened_ns) / 1e6
+        msg.timings.preprocess_ms = (t1 - t0) * 1e3
+        msg.timings.inference_ms = (t2 - t1) * 1e3
+        msg.timings.postprocess_ms = (t3 - t2) * 1e3
+        msg.timings.total_ms = (time.perf_counter() - t0) * 1e3
+        return msg

@@ -1,0 +1,267 @@
+"""The launcher: `perception launch [FILE]`.
+
+Starts every process a launch file declares (one process per job, as openpilot's manager
+does), restarts one that dies with exponential backoff, stops all cleanly on Ctrl-C/SIGTERM
+and prints a one-line summary per second read from the fusion node's own topics.
+
+Launch file (YAML):
+    name: sim
+    monitor: tcp://127.0.0.1:5560        # fusion endpoint the summary line listens to
+    restart: {initial_backoff_s: 0.5, max_backoff_s: 10, healthy_after_s: 30}
+    processes:
+      - {name: cam_front, args: [camera, --name, front]}   # a `perception` verb and its arguments
+      - {name: tool, cmd: [/usr/bin/env, true]}            # or any command
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from perception import config as cfg
+
+log = logging.getLogger("perception.launch")
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    name: str
+    command: list[str]
+
+
+@dataclass(frozen=True)
+class LaunchConfig:
+    name: str
+    processes: list[ProcessSpec]
+    monitor: str | None = None
+    initial_backoff_s: float = 0.5
+    max_backoff_s: float = 10.0
+    healthy_after_s: float = 30.0
+
+
+def load_launch(path: str | Path) -> LaunchConfig:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise cfg.ConfigError(f"launch file {path} does not exist") from None
+    except yaml.YAMLError as e:
+        raise cfg.ConfigError(f"launch file {path} is not valid YAML: {e}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("processes"), list) or not data["processes"]:
+        raise cfg.ConfigError(f"{path}: expected a mapping with a non-empty 'processes' list")
+    specs = []
+    for i, p in enumerate(data["processes"]):
+        where = f"{path}: processes[{i}]"
+        if not isinstance(p, dict) or "name" not in p or (("args" in p) == ("cmd" in p)):
+            raise cfg.ConfigError(f"{where}: needs 'name' and exactly one of 'args' (perception verb) or 'cmd'")
+        argv = p.get("args") or p.get("cmd")
+        if not isinstance(argv, list) or not argv:
+            raise cfg.ConfigError(f"{where}: 'args'/'cmd' must be a non-empty list")
+        argv = [str(a) for a in argv]
+        command = [sys.executable, "-m", "perception.cli", *argv] if "args" in p else argv
+        specs.append(ProcessSpec(str(p["name"]), command))
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise cfg.ConfigError(f"{path}: process names must be unique")
+    restart = data.get("restart") or {}
+    return LaunchConfig(name=str(data.get("name", path.stem)), processes=specs, monitor=data.get("monitor"),
+                        initial_backoff_s=float(restart.get("initial_backoff_s", 0.5)),
+                        max_backoff_s=float(restart.get("max_backoff_s", 10.0)),
+                        healthy_after_s=float(restart.get("healthy_after_s", 30.0)))
+
+
+@dataclass
+class Managed:
+    spec: ProcessSpec
+    log_path: Path
+    proc: subprocess.Popen | None = None
+    started: float = 0.0
+    restarts: int = 0
+    backoff: float = 0.0
+    restart_at: float | None = None
+    log_file: object = field(default=None, repr=False)
+
+    def start(self) -> None:
+        self.log_file = open(self.log_path, "ab", buffering=0)
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        # Own session: a Ctrl-C in the terminal reaches only the launcher, which stops children in order.
+        self.proc = subprocess.Popen(self.spec.command, stdout=self.log_file, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+        self.started = time.monotonic()
+        self.restart_at = None
+
+    def last_log_line(self) -> str:
+        try:
+            lines = self.log_path.read_bytes()[-4000:].decode(errors="replace").strip().splitlines()
+            return lines[-1] if lines else ""
+        except OSError:
+            return ""
+
+
+class Summary:
+    """Reads detections and status from the fusion node and formats one line per second."""
+
+    def __init__(self, endpoint: str):
+        from perception.transport import Subscriber
+
+        self.sub = Subscriber(endpoint, ["detections", "status/fusion"])
+        self.latencies: list[float] = []
+        self.detections = 0
+        self.objects = 0
+        self.missing: set[str] = set()
+        self.status = None
+        self.total_detections = 0
+
+    def poll(self) -> None:
+        while (rx := self.sub.recv(timeout_ms=0)) is not None:
+            if rx.topic == "detections":
+                self.detections += 1
+                self.total_detections += 1
+                self.objects = len(rx.msg.objects)
+                self.missing |= set(rx.msg.missing_cameras)
+                self.latencies.append((rx.recv_ns - rx.msg.stamp_ns) / 1e6)
+            else:
+                self.status = rx.msg
+
+    def line(self, elapsed: float, restarts: int, period: float) -> str:
+        import numpy as np
+
+        lat = f"{np.median(self.latencies):5.0f} ms" if self.latencies else "    - ms"
+        parts = [f"[{elapsed:6.1f}s]", f"detections {self.detections / period:4.1f} Hz", f"latency {lat}",
+                 f"objects {self.objects:2d}"]
+        if self.status is not None:
+            s = self.status
+            dropped = sum(c.dropped for c in s.cameras)
+            rejected = sum(c.rejected for c in s.cameras)
+            parts += [f"sets {s.sync_complete}/{s.sync_partial}/{s.sync_dropped} (full/partial/dropped)",
+                      f"frame drops {dropped}", f"rejected {rejected}", f"backend {s.backend}"]
+            if s.online_score_name:
+                parts.append(f"{s.online_score_name} {s.online_score:.2f}")
+        if self.missing:
+            parts.append(f"missing {','.join(sorted(self.missing))}")
+        parts.append(f"restarts {restarts}")
+        self.detections, self.latencies, self.missing = 0, [], set()
+        return "  ".join(parts)
+
+    def close(self) -> None:
+        self.sub.close()
+
+
+class Launcher:
+    def __init__(self, launch: LaunchConfig, log_dir: Path, quiet: bool = False):
+        self.launch = launch
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.procs = [Managed(s, log_dir / f"{s.name}.log") for s in launch.processes]
+        self.quiet = quiet
+        self.stopping = False
+
+    def run(self, duration: float | None) -> int:
+        summary = Summary(self.launch.monitor) if self.launch.monitor else None
+        for m in self.procs:
+            m.start()
+            log.info("started %-16s pid %-7d log %s", m.spec.name, m.proc.pid, m.log_path)
+        t0 = time.monotonic()
+        next_line = t0 + 1.0
+        try:
+            while not self.stopping and (duration is None or time.monotonic() - t0 < duration):
+                self._watch()
+                if summary is not None:
+                    summary.poll()
+                now = time.monotonic()
+                if now >= next_line:
+                    if summary is not None and not self.quiet:
+                        print(summary.line(now - t0, sum(m.restarts for m in self.procs), now - next_line + 1.0),
+                              flush=True)
+                    next_line = now + 1.0
+                time.sleep(0.05)
+        finally:
+            self.stop_all()
+            if summary is not None:
+                log.info("received %d detection messages in %.1f s", summary.total_detections, time.monotonic() - t0)
+                summary.close()
+        return 0
+
+    def _watch(self) -> None:
+        now = time.monotonic()
+        for m in self.procs:
+            if m.proc is not None and m.proc.poll() is not None:
+                code = m.proc.returncode
+                up = now - m.started
+                m.backoff = self.launch.initial_backoff_s if up > self.launch.healthy_after_s or not m.backoff \
+                    else min(m.backoff * 2, self.launch.max_backoff_s)
+                m.restart_at = now + m.backoff
+                m.proc = None
+                m.log_file.close()
+                log.warning("%s exited with code %s after %.1f s; restarting in %.1f s (last log line: %s)",
+                            m.spec.name, code, up, m.backoff, m.last_log_line() or "-")
+            elif m.proc is None and m.restart_at is not None and now >= m.restart_at:
+                m.restarts += 1
+                m.start()
+                log.info("restarted %s (pid %d, restart %d)", m.spec.name, m.proc.pid, m.restarts)
+
+    def stop_all(self, grace_s: float = 5.0) -> None:
+        """SIGTERM every child, wait, then SIGKILL what is left."""
+        live = [m for m in self.procs if m.proc is not None and m.proc.poll() is None]
+        for m in live:
+            try:
+                os.killpg(m.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + grace_s
+        for m in live:
+            try:
+                m.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("%s did not stop within %.0f s: killing it", m.spec.name, grace_s)
+                os.killpg(m.proc.pid, signal.SIGKILL)
+                m.proc.wait()
+        for m in self.procs:
+            if m.log_file is not None:
+                m.log_file.close()
+        if live:
+            log.info("stopped %d processes", len(live))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="perception launch",
+        description="Start the processes of a launch file, restart any that dies (with backoff), stop all on "
+                    "Ctrl-C/SIGTERM, and print a one-line summary per second (detection rate, latency, drops).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("file", nargs="?", default=str(cfg.DEFAULT_LAUNCH), help="launch file")
+    p.add_argument("--duration", type=float, default=None, help="stop everything after this many seconds")
+    p.add_argument("--log-dir", default=None, help="where each process's output goes (default out/logs/<name>)")
+    p.add_argument("--quiet", action="store_true", help="no summary lines")
+    p.add_argument("--log-level", default="INFO")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s launch %(levelname)s: %(message)s")
+    try:
+        launch = load_launch(args.file)
+    except cfg.ConfigError as e:
+        log.error("%s", e)
+        return 2
+    log_dir = Path(args.log_dir) if args.log_dir else Path("out") / "logs" / launch.name
+    launcher = Launcher(launch, log_dir, quiet=args.quiet)
+
+    def stop(signum, _frame):
+        launcher.stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    return launcher.run(args.duration)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
