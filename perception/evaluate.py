@@ -1,0 +1,185 @@
+"""`perception eval`: nuScenes-style detection metrics of a model on simulated test scenes.
+
+    perception eval --scenes 500 --seed 0 --json out/eval/report.json
+    perception eval --rig rigs/unseen_5cam.yaml        # a rig the model was never trained on
+
+Scenes come from the test world seeds (1e9 + seed + i), which training never uses. Each scene
+goes through the same preprocessing and engine interface as the live node. Writes the metrics
+(JSON), a precision-recall plot and a picture of one scene (camera views with projected
+boxes, and the BEV with truth and detections).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from perception import config as pcfg
+
+log = logging.getLogger("perception.eval")
+
+
+def pad_to_model(inputs: dict, num_cameras: int) -> dict:
+    """A rig with fewer cameras than the model runs with the extra slots masked."""
+    n = inputs["images"].shape[1]
+    if n > num_cameras:
+        raise pcfg.ConfigError(f"rig has {n} cameras, the model at most {num_cameras}")
+    if n == num_cameras:
+        return inputs
+    pad = num_cameras - n
+    out = {}
+    for k, v in inputs.items():
+        widths = [(0, 0)] * v.ndim
+        widths[1] = (0, pad)
+        out[k] = np.pad(v, widths)
+    eye3, eye4 = np.eye(3, dtype=np.float32), np.eye(4, dtype=np.float32)
+    out["intrinsics_inv"][:, n:] = eye3
+    out["ego_from_camera"][:, n:] = eye4
+    return out
+
+
+def to_metric_boxes(arr_or_out, frame: int, classes, from_outputs: bool):
+    from perception.metrics import Box
+
+    boxes = []
+    if from_outputs:
+        out = arr_or_out
+        for b, s, c in zip(out["det_boxes"][0], out["det_scores"][0], out["det_labels"][0]):
+            if s >= 0.05:
+                boxes.append(Box(frame, classes[int(c)], b[0:3].astype(np.float64), b[3:6].astype(np.float64),
+                                 float(b[6]), b[7:9].astype(np.float64), float(s)))
+    else:
+        for r in arr_or_out:
+            if r[0] >= 0:
+                boxes.append(Box(frame, classes[int(r[0])], r[1:4].astype(np.float64), r[4:7].astype(np.float64),
+                                 float(r[7]), r[8:10].astype(np.float64), 1.0))
+    return boxes
+
+
+def run_eval(model_dir, scenes: int, seed: int, rig_path, backend: str = "torch", threads: int = 2,
+             progress: bool = True, engine=None):
+    """Returns (metrics dict, per-scene records for pictures)."""
+    from tqdm import tqdm
+
+    from perception.dataset import TEST_SEED_BASE, RigRandomization, render_sample
+    from perception.metrics import evaluate
+    from perception.model.config import load_model_config
+    from perception.runtime import create_engine
+
+    model_cfg = load_model_config(Path(model_dir) / "config.yaml")
+    engine = engine or create_engine(backend, model_dir, threads=threads)
+    rig = pcfg.load_rig(rig_path)
+    dets, gts, first = [], [], None
+    t_model = []
+    for i in tqdm(range(scenes), desc="evaluating", unit="scene", disable=not progress):
+        world_seed = TEST_SEED_BASE + seed + i
+        images, kinv, T, boxes = render_sample(world_seed, rig, model_cfg, RigRandomization.none())
+        inputs = pad_to_model({"images": images[None], "intrinsics_inv": kinv[None], "ego_from_camera": T[None],
+                               "camera_mask": np.ones((1, len(rig.cameras)), np.float32)}, model_cfg.num_cameras)
+        t0 = time.perf_counter()
+        out = engine.infer(inputs)
+        t_model.append(time.perf_counter() - t0)
+        d = to_metric_boxes(out, i, model_cfg.classes, True)
+        g = to_metric_boxes(boxes, i, model_cfg.classes, False)
+        dets += d
+        gts += g
+        if first is None:
+            first = (world_seed, g, [b for b in d if b.score >= 0.3])
+    metrics = evaluate(dets, gts, model_cfg.classes)
+    metrics.update(scenes=scenes, seed=seed, test_world_seeds=[TEST_SEED_BASE + seed, TEST_SEED_BASE + seed + scenes - 1],
+                   rig=str(rig_path), model=str(model_dir), backend=engine.name,
+                   engine_ms_median=float(np.median(t_model) * 1e3))
+    return metrics, first, rig, model_cfg
+
+
+def plot_pr(curves: dict, path: Path, classes) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    thresholds = (0.5, 1.0, 2.0, 4.0)
+    fig, axes = plt.subplots(1, len(thresholds), figsize=(4 * len(thresholds), 3.6), sharey=True)
+    for ax, thr in zip(axes, thresholds):
+        for cls in classes:
+            rec, prec = curves[cls][thr]
+            if len(rec):
+                ax.plot(rec, prec, label=cls)
+        ax.set_title(f"match within {thr} m")
+        ax.set_xlabel("recall")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("precision")
+    axes[-1].legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def save_scene_picture(first, rig, path: Path) -> None:
+    import cv2
+
+    from perception.dataset import sample_instant
+    from perception.sim import World, render
+
+    world_seed, gt, det = first
+    _, t_ns = sample_instant(world_seed)
+    scene = World(world_seed).scene_at(t_ns)
+    images = [render(scene, cam) for cam in rig.cameras]
+    from perception.viz import scene_picture
+
+    cv2.imwrite(str(path), scene_picture(images, rig, gt, det))
+
+
+def format_table(m: dict) -> str:
+    lines = [f"{'class':<14}{'AP':>6}{'AP@0.5':>8}{'AP@1':>7}{'AP@2':>7}{'AP@4':>7}{'ATE':>7}{'ASE':>7}{'AOE':>7}{'AVE':>7}{'GT':>7}"]
+    f = lambda v: f"{v:7.3f}" if v is not None else "      -"
+    for cls, r in m["per_class"].items():
+        lines.append(f"{cls:<14}{r['AP']:6.3f}{r['AP@0.5']:8.3f}{r['AP@1.0']:7.3f}{r['AP@2.0']:7.3f}{r['AP@4.0']:7.3f}"
+                     f"{f(r['ATE'])}{f(r['ASE'])}{f(r['AOE'])}{f(r['AVE'])}{r['num_gt']:7d}")
+    lines.append(f"mAP {m['mAP']:.3f}   NDS {m['NDS']:.3f}   mATE {m['mATE']:.3f}  mASE {m['mASE']:.3f}  "
+                 f"mAOE {m['mAOE']:.3f}  mAVE {m['mAVE']:.3f}   ({m['scenes']} scenes, {m['backend']})")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="perception eval", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default=str(pcfg.DEFAULT_MODEL_DIR), help="model directory")
+    p.add_argument("--rig", default=str(pcfg.DEFAULT_RIG), help="rig YAML (cameras beyond the model's are an error; fewer are masked)")
+    p.add_argument("--scenes", type=int, default=300, help="number of test scenes")
+    p.add_argument("--seed", type=int, default=0, help="first test scene (world seed 1e9 + seed)")
+    p.add_argument("--backend", default="torch", help="engine backend")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--json", default=None, help="write the metrics here (JSON)")
+    p.add_argument("--plots", default=None, help="folder for pr_curves.png and scene.png (default: beside --json, else out/eval)")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    try:
+        metrics, first, rig, model_cfg = run_eval(args.model, args.scenes, args.seed, args.rig, args.backend,
+                                                  args.threads, progress=not args.no_progress)
+    except (pcfg.ConfigError, FileNotFoundError) as e:
+        log.error("%s", e)
+        return 2
+    curves = metrics.pop("_curves")
+    print(format_table(metrics))
+    plots = Path(args.plots) if args.plots else (Path(args.json).parent if args.json else Path("out/eval"))
+    plots.mkdir(parents=True, exist_ok=True)
+    plot_pr(curves, plots / "pr_curves.png", model_cfg.classes)
+    save_scene_picture(first, rig, plots / "scene.png")
+    log.info("plots: %s, %s", plots / "pr_curves.png", plots / "scene.png")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(metrics, indent=1))
+        log.info("metrics: %s", args.json)
+    return 0

@@ -1,0 +1,89 @@
+"""Quick CPU timing of the model: `python -m perception.model.bench [--threads 2] [--batch 8]`.
+
+Prints parameters, analytic FLOPs, forward latency at batch 1 (inference_mode) and the time of
+a forward+backward+AdamW step at --batch, medians over a few repetitions. Random weights and
+inputs: timing does not depend on them.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from perception.model.config import ModelConfig
+from perception.model.cpu_tuning import tune_cpu_allocator
+from perception.model.vit import BEVViT
+from perception.model.weights import count_parameters, flops_per_frameset
+
+
+def example_inputs(cfg: ModelConfig, batch: int, seed: int = 0):
+    """Random uint8 views and the calibration of the default rig, resized to the model input."""
+    from perception.config import load_rig
+    from perception.model.inputs import calibration_inputs
+
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (batch, cfg.num_cameras, cfg.image_height, cfg.image_width, 3),
+                           dtype=torch.uint8, generator=g)
+    k_inv, t = calibration_inputs(load_rig(), cfg)
+    k_inv = torch.from_numpy(k_inv).unsqueeze(0).repeat(batch, 1, 1, 1)
+    t = torch.from_numpy(t).unsqueeze(0).repeat(batch, 1, 1, 1)
+    return images, k_inv, t, torch.ones(batch, cfg.num_cameras)
+
+
+def _median_ms(fn, reps: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return 1e3 * statistics.median(times)
+
+
+def benchmark(cfg: ModelConfig | None = None, threads: int = 2, batch: int = 8, reps: int = 10,
+              train_reps: int = 6, tune: bool = True, bf16: bool = False) -> dict:
+    cfg = cfg or ModelConfig()
+    torch.set_num_threads(threads)
+    tuned = tune_cpu_allocator() if tune else False
+    torch.manual_seed(0)
+    model = BEVViT(cfg)
+    out = {"params": count_parameters(model), "gflop_per_frameset": flops_per_frameset(cfg) / 1e9,
+           "threads": threads, "allocator_tuned": tuned}
+    model.eval()
+    x1 = example_inputs(cfg, 1)
+    with torch.inference_mode():
+        out["forward_b1_ms"] = _median_ms(lambda: model(*x1), reps)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    xb = example_inputs(cfg, batch)
+
+    def step():
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            o = model.forward_train(*xb)
+        loss = o["heatmap_logits"].float().sigmoid().mean() + o["regression"].float().square().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    out[f"train_step_b{batch}_ms"] = _median_ms(step, train_reps)
+    return out
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--reps", type=int, default=10)
+    p.add_argument("--no-tune", action="store_true", help="leave glibc malloc settings alone")
+    p.add_argument("--bf16", action="store_true", help="train step under CPU bf16 autocast")
+    a = p.parse_args(argv)
+    res = benchmark(threads=a.threads, batch=a.batch, reps=a.reps, tune=not a.no_tune, bf16=a.bf16)
+    for k, v in res.items():
+        print(f"{k:24s} {v:.3f}" if isinstance(v, float) else f"{k:24s} {v}")
+
+
+if __name__ == "__main__":
+    main()

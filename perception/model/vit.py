@@ -1,0 +1,125 @@
+"""BEVViT: a multi-view Vision Transformer that turns N camera images into 3D boxes.
+
+    images [B, N, H, W, 3] uint8 BGR
+      -> PatchEmbed (reshape + Linear)                          tokens [B*N, T, D]
+      + learned patch position + camera-aware ray embedding      (CVT: ray of each patch centre
+        from K^-1 and T_ego_from_camera, plus the camera centre, through an MLP)
+      -> view_depth x Block (self-attention per view, weights shared, views folded in batch)
+      -> geometric top-K cross-view attention from the Hb x Wb BEV queries onto all N*T tokens
+         (bev.py: cosine score, TopK, Gather, relative-geometry embedding, one softmax)
+      -> bev_depth x BEVBlock (depthwise conv + MLP)
+      -> CenterHead -> heatmap logits [B, C, Hb, Wb], regression [B, 10, Hb, Wb]
+      -> decode in graph (decode.py) -> det_boxes, det_scores, det_labels
+
+Sizes and the budget are explained in config.py. Default config (measured on this 2-core
+machine, torch 2.13 CPU, fp32, 2 threads): ~0.99 M parameters, ~1.9 GFLOP per 6-camera frame set
+(weights.flops_per_frameset), see the README of the model for latency and train-step numbers.
+
+Every op exports to ONNX opset 17 as native TensorRT layers: MatMul, Softmax, LayerNormalization,
+Erf (GELU), Conv, MaxPool, TopK, Gather, GatherElements, Equal/Greater/Where, Atan.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from perception.model.attention import Block
+from perception.model.bev import BEVBlock, CrossViewBlock, _INVALID, bev_points, gather_rows, select_tokens
+from perception.model.config import ModelConfig
+from perception.model.decode import decode
+from perception.model.embed import BEVQueryEmbed, PatchEmbed, RayEmbed, camera_rays, patch_centre_pixels
+from perception.model.head import CenterHead
+
+
+class BEVViT(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        D = cfg.dim
+        self.register_buffer("patch_pixels", patch_centre_pixels(cfg), persistent=False)   # [T, 3]
+        points = bev_points(cfg)                                                           # [Q, 3]
+        self.register_buffer("bev_points", points, persistent=False)
+        self.patch_embed = PatchEmbed(cfg)
+        if cfg.use_position_embedding:
+            self.pos_embed = nn.Parameter(torch.zeros(1, cfg.tokens_per_view, D))
+            nn.init.trunc_normal_(self.pos_embed, std=0.02)
+            self.ray_embed = RayEmbed(cfg)
+        half = torch.tensor([(cfg.bev_x_range[1] - cfg.bev_x_range[0]) / 2,
+                             (cfg.bev_y_range[1] - cfg.bev_y_range[0]) / 2])
+        mid = torch.tensor([sum(cfg.bev_x_range) / 2, sum(cfg.bev_y_range) / 2])
+        self.bev_query = BEVQueryEmbed(cfg, (points[:, :2] - mid) / half)
+        self.blocks = nn.ModuleList([Block(D, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.view_depth)])
+        self.norm = nn.LayerNorm(D)
+        self.cross = CrossViewBlock(cfg)
+        self.bev_blocks = nn.ModuleList([BEVBlock(cfg) for _ in range(cfg.bev_depth)])
+        self.head = CenterHead(cfg)
+        self.apply(self._init_weights)
+        self.head.init_prior()
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        # timm init for width >= 32 layers; the small-fan-in first layers of the geometry MLPs
+        # (3-18 inputs) keep PyTorch's fan-in-scaled default so geometry starts at unit scale.
+        if isinstance(m, nn.Linear) and m.in_features >= 32:
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    # ------------------------------------------------------------------------------------
+    def forward_train(self, images: Tensor, intrinsics_inv: Tensor, ego_from_camera: Tensor,
+                      camera_mask: Tensor) -> dict[str, Tensor]:
+        """Everything up to the head, no decode: {"heatmap_logits" [B, C, Hb, Wb] (pre-sigmoid,
+        for a focal loss), "regression" [B, 10, Hb, Wb]}."""
+        cfg = self.cfg
+        B, N = images.shape[:2]
+        T = cfg.tokens_per_view
+        camera_mask = camera_mask.to(torch.float32)
+
+        # Geometry in fp32 even under autocast (the top-K choice needs cosine resolution).
+        with torch.autocast(device_type=images.device.type, enabled=False):
+            present = camera_mask.reshape(B, N, 1, 1) > 0.5
+            # a missing camera's calibration may be garbage (even NaN): replace it by identity
+            k_inv = torch.where(present, intrinsics_inv.to(torch.float32),
+                                torch.eye(3, dtype=torch.float32, device=images.device))
+            t_ego = torch.where(present, ego_from_camera.to(torch.float32),
+                                torch.eye(4, dtype=torch.float32, device=images.device))
+            rays, centres = camera_rays(self.patch_pixels, k_inv, t_ego)     # [B, N, T, 3], [B, N, 3]
+            index, top = select_tokens(self.bev_points, rays, centres, camera_mask, cfg.topk,
+                                       cfg.cross_view)                       # [B, Q, K] x2
+            key_valid = (top > _INVALID).to(torch.float32)                   # [B, Q, K]
+            key_geo = None
+            if cfg.use_position_embedding:
+                tok_geo = torch.cat([rays, centres.unsqueeze(2).expand(B, N, T, 3)], dim=-1)
+                offs = (torch.arange(B, device=index.device) * (N * T)).reshape(B, 1, 1)
+                key_geo = gather_rows(tok_geo.reshape(B * N * T, 6), index + offs)  # [B, Q, K, 6]
+
+        x = self.patch_embed(images)                                         # [B*N, T, D]
+        if cfg.use_position_embedding:
+            x = x + self.pos_embed + self.ray_embed(rays, centres).reshape(B * N, T, -1)
+        for blk in self.blocks:
+            x = blk(x)                                                       # [B*N, T, D]
+        tokens = self.norm(x).reshape(B, N * T, -1)                          # [B, N*T, D]
+        token_mask = camera_mask.reshape(B, N, 1).expand(B, N, T).reshape(B, N * T)
+
+        bev = self.cross(self.bev_query(), tokens, token_mask, index, key_valid,
+                         self.bev_points, key_geo)                           # [B, Q, D]
+        for blk in self.bev_blocks:
+            bev = blk(bev)
+        heat, reg = self.head(bev)
+        return {"heatmap_logits": heat, "regression": reg}
+
+    def forward(self, images: Tensor, intrinsics_inv: Tensor, ego_from_camera: Tensor,
+                camera_mask: Tensor) -> dict[str, Tensor]:
+        out = self.forward_train(images, intrinsics_inv, ego_from_camera, camera_mask)
+        heat = torch.sigmoid(out["heatmap_logits"].float())
+        reg = out["regression"].float()
+        boxes, scores, labels = decode(heat, reg, self.cfg, self.cfg.max_detections)
+        return {"heatmap": heat, "regression": reg, "det_boxes": boxes,
+                "det_scores": scores, "det_labels": labels}
+
+
+OUTPUT_NAMES = ("heatmap", "regression", "det_boxes", "det_scores", "det_labels")
+INPUT_NAMES = ("images", "intrinsics_inv", "ego_from_camera", "camera_mask")
