@@ -141,18 +141,20 @@ def type_name(msg: Message) -> str:
     return msg.DESCRIPTOR.full_name
 
 
-_classes: dict[str, type[Message] | None] = {}
+_classes: dict[str, type[Message]] = {}
 
 
 def message_class(name: str) -> type[Message] | None:
-    """The message class registered under a full type name in the default pool, or None."""
-    if name not in _classes:
+    """The message class registered under a full type name in the default pool, or None.
+    Only hits are cached, so a sender inventing type names cannot grow the cache."""
+    cls = _classes.get(name)
+    if cls is None:
         try:
             desc = descriptor_pool.Default().FindMessageTypeByName(name)
-            _classes[name] = message_factory.GetMessageClass(desc)
         except KeyError:
-            _classes[name] = None
-    return _classes[name]
+            return None
+        cls = _classes[name] = message_factory.GetMessageClass(desc)
+    return cls
 
 
 # --------------------------------------------------------------------------- publisher
@@ -169,9 +171,9 @@ class Publisher:
                  context: zmq.Context | None = None):
         self._context = context or zmq.Context.instance()
         self._sock = _make_socket(self._context, zmq.XPUB, hwm=sndhwm, server=bind)
-        # Pass every subscribe message up, not only the first per topic, so a second
-        # subscriber (or a restarted one) is noticed too.
-        self._sock.setsockopt(zmq.XPUB_VERBOSE, 1)
+        # Pass every subscribe and unsubscribe message up (not only the first/last per topic), so
+        # a second or restarted subscriber is noticed and a departed one forgotten.
+        self._sock.setsockopt(zmq.XPUB_VERBOSER, 1)
         try:
             _attach(self._sock, endpoint, bind)
         except TransportError:
@@ -184,7 +186,7 @@ class Publisher:
         # subscriber instead (receivers see that as a sequence gap), so this stays 0 in
         # normal operation; it counts only a refusal ZeroMQ reports (EAGAIN).
         self.dropped = 0
-        self._subscriptions: list[bytes] = []   # topic prefixes subscribed (for wait_for_subscriber)
+        self._subscriptions: collections.Counter[bytes] = collections.Counter()   # prefix -> subscribers
         self._new_subscriptions = 0
 
     def publish(self, topic: str, msg: Message,
@@ -215,7 +217,7 @@ class Publisher:
         wanted = None if topic is None else topic.encode("utf-8")
         while True:
             self._read_subscriptions()
-            if any(wanted is None or wanted.startswith(p) for p in self._subscriptions):
+            if any(wanted is None or wanted.startswith(p) for p, n in self._subscriptions.items() if n > 0):
                 return True
             left = deadline - time.monotonic()
             if left <= 0:
@@ -230,10 +232,10 @@ class Publisher:
             except zmq.Again:
                 return
             if event[:1] == b"\x01":
-                self._subscriptions.append(event[1:])
+                self._subscriptions[event[1:]] += 1
                 self._new_subscriptions += 1
-            elif event[:1] == b"\x00" and event[1:] in self._subscriptions:
-                self._subscriptions.remove(event[1:])
+            elif event[:1] == b"\x00" and self._subscriptions[event[1:]] > 0:
+                self._subscriptions[event[1:]] -= 1
 
     def close(self) -> None:
         self._sock.close(linger=0)

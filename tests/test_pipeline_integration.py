@@ -62,7 +62,7 @@ def test_live_pipeline_delivers_detections_from_all_cameras(tmp_path):
                 partial_after_kill.append(rx.msg)
             if len(full) >= 5 and killed_at is None:
                 # Kill one camera: the node must keep publishing with it masked.
-                pid = int(subprocess.check_output(["pgrep", "-f", f"--name back_left --endpoint ipc://{tmp_path}"]).split()[0])
+                pid = int(subprocess.check_output(["pgrep", "-f", "--", f"--name back_left --endpoint ipc://{tmp_path}"]).split()[0])
                 os.kill(pid, signal.SIGKILL)
                 killed_at = time.monotonic()
             if partial_after_kill and statuses and len(full) >= 8:

@@ -284,6 +284,28 @@ def test_publisher_sees_new_subscriptions():
             assert pub.wait_for_subscriber(3.0, "camera/front")
             assert pub.new_subscriptions() == 1     # a camera would resend its calibration now
             assert pub.new_subscriptions() == 0
+        # Once it has gone (connection closed), the publisher forgets it.
+        wait_until(lambda: not pub.wait_for_subscriber(0.01))
+
+
+def test_a_stalled_subscriber_does_not_hold_back_the_others():
+    pub, sub = connected(TCP_ANY, ["camera/front"])
+    stalled = zmq.Context.instance().socket(zmq.SUB)   # connected, subscribed, never reads
+    stalled.setsockopt(zmq.RCVHWM, 1)
+    stalled.setsockopt(zmq.LINGER, 0)
+    stalled.setsockopt(zmq.SUBSCRIBE, b"")
+    stalled.connect(pub.endpoint)
+    with pub, sub:
+        try:
+            seen = []                                       # the good subscriber's event + the stalled one's
+            wait_until(lambda: seen.append(pub.new_subscriptions()) or sum(seen) >= 2)
+            for seq in range(60):
+                pub.publish("camera/front", header(seq=seq, width=320, height=180), image(180, 320))
+                time.sleep(0.001)
+            time.sleep(0.2)
+            assert [r.msg.sequence for r in sub.drain_latest(timeout_ms=2000)] == [59]
+        finally:
+            stalled.close()
 
 
 def test_close_is_prompt_and_idempotent():

@@ -77,7 +77,8 @@ class CameraReader:
             capture_end_ns=capture_end_ns, publish_ns=time.time_ns(), width=image.shape[1],
             height=image.shape[0], encoding=frame_pb2.PIXEL_ENCODING_BGR8, row_stride=image.strides[0],
             calibration_id=self.camera.calibration_id, source=self.source.name)
-        if self.sequence % CALIBRATION_EVERY == 0:
+        # Periodically, and whenever a subscriber (re)joins, so a restarted node learns it at once.
+        if self.sequence % CALIBRATION_EVERY == 0 or self.pub.new_subscriptions() > 0:
             h.calibration.CopyFrom(self.calibration)
         return h
 

@@ -111,7 +111,7 @@ class FusionNode:
         except (MalformedMessage, cfg.ConfigError) as e:
             self._reject(camera, "malformed", str(e))
             return None
-        self.cameras[camera].on_frame(h.sequence, h.capture_end_ns, now_ns)
+        self.cameras[camera].on_frame(h.sequence, h.capture_end_ns, now_ns, rx.superseded)
         return TimedFrame(camera, h.sequence, h.capture_end_ns, now_ns,
                           CameraFrame(camera, h.sequence, h.capture_end_ns, pixels))
 
@@ -162,10 +162,6 @@ class FusionNode:
         from perception.v1 import status_pb2
 
         now = time.time_ns()
-        for topic, st in self.sub.stats.items():
-            name = topic.split("/", 1)[-1]
-            if name in self.cameras:
-                self.cameras[name].superseded = st.superseded
         msg = status_pb2.NodeStatus(node="fusion", stamp_ns=now, model_name=self.model_cfg.name,
                                     backend=self.engine.name, outputs=self.pipeline.outputs_count,
                                     output_rate_hz=self.output_rate.rate(now),

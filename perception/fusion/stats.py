@@ -56,10 +56,13 @@ class CameraCounters:
     last_stamp_ns: int | None = None
     rate: RateMeter = field(default_factory=RateMeter)
 
-    def on_frame(self, sequence: int, stamp_ns: int, now_ns: int) -> None:
+    def on_frame(self, sequence: int, stamp_ns: int, now_ns: int, superseded: int = 0) -> None:
+        """superseded: older frames of this camera the subscriber discarded just before this
+        one (they arrived, so they are not lost in transit)."""
         self.received += 1
+        self.superseded += superseded
         if self.last_sequence is not None and sequence > self.last_sequence + 1:
-            self.lost += sequence - self.last_sequence - 1
+            self.lost += max(0, sequence - self.last_sequence - 1 - superseded)
         if self.last_sequence is None or sequence > self.last_sequence:
             self.last_sequence = sequence
         elif sequence < self.last_sequence - 1000:   # a restarted reader starts again at 0

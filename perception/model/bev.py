@@ -8,18 +8,26 @@ Geometric top-K cross-view attention (design notes §7):
    away. Missing cameras get -1e4. No matrix inverse: only K^-1 and T_ego_from_camera (inputs)
    are used. With cross_view=False every camera but the cell's best one (highest max score)
    gets another -1e4.
-2. TopK(k) over the concatenated N*T scores picks each cell's keys, from any cameras; Gather
-   (index_select on a flattened table) fetches their keys/values.
-3. The relative geometry of each (cell, key) pair - [ray, dir(camera -> cell), ray - dir,
-   distance] - is embedded by a small MLP into h [B, Q, K, G] and added to the key and to the
-   value (Shaw-style relative position). Adding W_k h to the key and W_v h to the value is
-   computed after the contraction: q.(k + W_k h) = q.k + (W_k^T q).h and
-   sum_k a_k (v_k + W_v h_k) = sum_k a_k v_k + W_v (sum_k a_k h_k), exactly equal and without a
-   [B, Q, K, D] tensor for the embedding.
-4. One softmax over the K selected keys (cross-view), additive -1e4 mask on keys that are not
-   valid (missing camera / other camera with cross_view=False), values of missing cameras
-   multiplied by 0 before the gather: their pixels can never reach the output.
+2. TopK(k) over the concatenated N*T scores picks each cell's keys, from any cameras.
+3. Content logits q.k: one dense [Q, S] product per head, then GatherElements of the K selected
+   columns (on a CPU cheaper than gathering K key rows per cell). Values: Gather of the K
+   selected rows per cell.
+4. Relative geometry of each (cell, key) pair f = [key ray, unit direction from the key's camera
+   to the cell's point, distance] enters twice. (a) A small MLP of f gives a per-head additive
+   attention bias: a learned geometric prior (design notes §3) that lets a cell prefer the keys
+   whose rays pass through it at the right range, i.e. localise along the ray. The cross
+   attention has one layer and its queries are a function of the cell position only, so a
+   query-dependent key embedding q.W h(f) would also be a function of (cell, f) alone; the
+   bias MLP of f (which contains the cell's direction and distance from the camera) expresses
+   it at a fraction of the cost. (b) The attention-weighted mean of f, projected into the
+   value space, tells the cell where the rays it attends to pass relative to it (sub-cell
+   position).
+5. One softmax over the K selected keys (cross-view), an additive -1e4 mask on keys that are
+   not valid (missing camera / other camera with cross_view=False), and the keys and values of
+   missing cameras multiplied by 0 before the gathers: their pixels can never reach the output.
 
+Layouts are chosen so that the ONNX graph needs no large Transpose: logits, geometry bias and
+attention weights are all [B, H, Q, K]; geometry features are channel-first [B, 7, Q, K].
 TopK indices carry no gradient; everything else is differentiable.
 """
 from __future__ import annotations
@@ -49,73 +57,116 @@ def gather_rows(table: Tensor, flat_index: Tensor) -> Tensor:
     return out.reshape(flat_index.shape + (table.shape[-1],))
 
 
-def _attend_selected(attn: Tensor, values: Tensor, flat_index: Tensor, head_mask: Tensor) -> Tensor:
-    v_sel = gather_rows(values, flat_index)                                 # [B, Q, K, D]
-    return ((attn @ v_sel) * head_mask).sum(dim=2)                          # [B, Q, D]
+def _attend_selected(attn: Tensor, values: Tensor, index: Tensor, head_mask: Tensor) -> Tensor:
+    B, S, D = values.shape
+    offs = (torch.arange(B, device=index.device) * S).reshape(B, 1, 1)
+    v_sel = gather_rows(values.reshape(B * S, D), index + offs)             # [B, Q, K, D]
+    # one [H, K] @ [K, D] product per cell, then each head keeps its own slice of channels
+    return ((attn.transpose(1, 2) @ v_sel) * head_mask).sum(dim=2)           # [B, Q, D]
 
 
 class _AttendSelected(torch.autograd.Function):
-    """Same forward as _attend_selected, with a backward that is ~5x faster on a CPU: autograd's
-    gradient of the gathered values is a batched [K, H] @ [H, D] product (inner size H = 4,
-    MKL's slowest case); here it is one broadcast multiply followed by index_add_."""
+    """_attend_selected with a backward suited to a CPU. Autograd would form the gradient of
+    the gathered values as a [K, H] @ [H, D] product per cell (inner size H = 4: MKL's slowest
+    case) and then scatter-add B*Q*K rows; here the attention weights are scattered into a
+    dense [B, H, Q, S] matrix (each row has K entries: TopK indices are distinct) and the value
+    gradient is one [S, Q] @ [Q, hd] GEMM per head."""
 
     @staticmethod
-    def forward(ctx, attn, values, flat_index, head_mask):
-        v_sel = gather_rows(values, flat_index)                             # [B, Q, K, D]
-        ctx.save_for_backward(attn, v_sel, flat_index, head_mask)
-        ctx.num_rows = values.shape[0]
-        return ((attn @ v_sel) * head_mask).sum(dim=2)
+    def forward(ctx, attn, values, index, head_mask):
+        B, S, D = values.shape
+        offs = (torch.arange(B, device=index.device) * S).reshape(B, 1, 1)
+        v_sel = gather_rows(values.reshape(B * S, D), index + offs)         # [B, Q, K, D]
+        ctx.save_for_backward(attn, v_sel, index, head_mask)
+        ctx.num_tokens = S
+        return ((attn.transpose(1, 2) @ v_sel) * head_mask).sum(dim=2)
 
     @staticmethod
     def backward(ctx, grad):                                                # grad [B, Q, D]
-        attn, v_sel, flat_index, head_mask = ctx.saved_tensors
-        B, Q, H, K = attn.shape
+        attn, v_sel, index, head_mask = ctx.saved_tensors
+        B, H, Q, K = attn.shape
         D = v_sel.shape[-1]
         grad_attn = grad_values = None
         if ctx.needs_input_grad[0]:
-            grad_attn = (grad.unsqueeze(2) * head_mask) @ v_sel.transpose(-1, -2)    # [B, Q, H, K]
+            g_heads = grad.unsqueeze(2) * head_mask                         # [B, Q, H, D]
+            grad_attn = (g_heads @ v_sel.transpose(-1, -2)).transpose(1, 2)  # [B, H, Q, K]
         if ctx.needs_input_grad[1]:
-            a = attn.transpose(-1, -2).contiguous().unsqueeze(-1)           # [B, Q, K, H, 1]
-            g_sel = a * grad.reshape(B, Q, 1, H, D // H)                    # [B, Q, K, H, hd]
-            grad_values = torch.zeros(ctx.num_rows, D, dtype=grad.dtype, device=grad.device)
-            grad_values.index_add_(0, flat_index.reshape(-1), g_sel.reshape(-1, D))
+            dense = attn.new_zeros(B, H, Q, ctx.num_tokens)
+            dense.scatter_(3, index.unsqueeze(1).expand(B, H, Q, K), attn)  # [B, H, Q, S]
+            g = grad.reshape(B, Q, H, D // H).transpose(1, 2)               # [B, H, Q, hd]
+            grad_values = (dense.transpose(-1, -2) @ g).transpose(1, 2).reshape(B, ctx.num_tokens, D)
         return grad_attn, grad_values, None, None
 
 
-def attend_selected(attn: Tensor, values: Tensor, flat_index: Tensor, head_mask: Tensor) -> Tensor:
-    """out[b, q, h-th slice] = sum_k attn[b, q, h, k] * values[flat_index[b, q, k], h-th slice].
+def attend_selected(attn: Tensor, values: Tensor, index: Tensor, head_mask: Tensor) -> Tensor:
+    """out[b, q, channels of head h] = sum_k attn[b, h, q, k] * values[b, index[b, q, k], same channels].
 
-    attn [B, Q, H, K]; values [R, D] (rows of all samples); flat_index [B, Q, K] into R;
-    head_mask [H, D] 0/1 (channel d belongs to head h) -> [B, Q, D]. Exports as Gather +
-    MatMul + Mul + ReduceSum (the custom backward is used only when training)."""
+    attn [B, H, Q, K]; values [B, S, D]; index [B, Q, K] into S (distinct within a row);
+    head_mask [H, D] 0/1 (channel d belongs to head h) -> [B, Q, D]. Exports as Gather + MatMul
+    + Mul + ReduceSum; the custom backward is used only when a gradient is needed."""
     if torch.is_grad_enabled() and not torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export() \
             and (attn.requires_grad or values.requires_grad):
-        return _AttendSelected.apply(attn, values.contiguous(), flat_index, head_mask)
-    return _attend_selected(attn, values, flat_index, head_mask)
+        return _AttendSelected.apply(attn, values.contiguous(), index, head_mask)
+    return _attend_selected(attn, values, index, head_mask)
 
 
 def select_tokens(points: Tensor, rays: Tensor, centres: Tensor, camera_mask: Tensor, k: int,
-                  cross_view: bool = True) -> tuple[Tensor, Tensor]:
+                  cross_view: bool = True, eye: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Geometric top-K token selection.
 
-    points [Q, 3]; rays [B, N, T, 3] unit; centres [B, N, 3]; camera_mask [B, N] (1 present)
+    points [Q, 3]; rays [B, N, T, 3] unit; centres [B, N, 3]; camera_mask [B, N] (1 present);
+    eye: torch.eye(N) (pass a constant to keep EyeLike out of an exported graph)
     returns index [B, Q, K] int64 into the N*T tokens of each sample (camera n, token t ->
-    n*T + t) and score [B, Q, K] (cosine; below -5e3 for keys that must be masked).
+    n*T + t), in no particular order, and their scores [B, Q, K] (cosine; below -5e3 for keys
+    that must be masked).
     """
     B, N, T, _ = rays.shape
     Q = points.shape[0]
-    diff = points.reshape(1, 1, Q, 3) - centres.unsqueeze(2)            # [B, N, Q, 3]
+    diff = points.reshape(1, Q, 1, 3) - centres.unsqueeze(1)            # [B, Q, N, 3]
     u = diff / torch.sqrt((diff * diff).sum(-1, keepdim=True) + 1e-12)
-    cos = u @ rays.transpose(-1, -2)                                    # [B, N, Q, T]
-    penalty = (1.0 - camera_mask.reshape(B, N, 1)) * MASK_VALUE    # [B, N, 1]: 0 or -1e4
+    # All cameras in one product and the camera penalty folded in, so the scores land directly
+    # in [B, Q, N*T]: [u_1 .. u_N, 1] @ [block-diagonal rays; penalty row] (camera n's rays in
+    # rows 3n..3n+2 and columns nT..nT+T-1).
+    if eye is None:
+        eye = torch.eye(N, dtype=rays.dtype, device=rays.device)
+    eye = eye.reshape(1, N, 1, N, 1)
+    rays_bd = (rays.transpose(-1, -2).unsqueeze(3) * eye).reshape(B, N * 3, N * T)
+    penalty = ((1.0 - camera_mask) * MASK_VALUE).reshape(B, N, 1).expand(B, N, T).reshape(B, 1, N * T)
+    rhs = torch.cat([rays_bd, penalty], dim=1)                          # [B, 3N + 1, N*T]
+    lhs = torch.cat([u.reshape(B, Q, N * 3), torch.ones_like(u[:, :, 0, :1])], dim=-1)  # [B, Q, 3N + 1]
+    score = lhs @ rhs                                                   # [B, Q, N*T]
     if not cross_view:
-        best = cos.amax(dim=-1) + penalty                               # [B, N, Q]
-        is_best = (best >= best.amax(dim=1, keepdim=True)).to(cos.dtype)
-        penalty = penalty + (1.0 - is_best) * MASK_VALUE              # [B, N, Q]
-    score = cos + penalty.unsqueeze(-1)                                 # [B, N, Q, T]
-    score = score.permute(0, 2, 1, 3).reshape(B, Q, N * T)              # [B, Q, N*T]
-    top, index = torch.topk(score, k, dim=-1)                           # [B, Q, K]
+        per_cam = score.reshape(B, Q, N, T)
+        best = per_cam.amax(dim=-1, keepdim=True)                       # [B, Q, N, 1]
+        is_best = (best >= best.amax(dim=2, keepdim=True)).to(score.dtype)
+        score = (per_cam + (1.0 - is_best) * MASK_VALUE).reshape(B, Q, N * T)
+    # the order of the K keys does not matter (one softmax over them): unsorted TopK is cheaper
+    top, index = torch.topk(score, k, dim=-1, sorted=False)             # [B, Q, K]
     return index, top
+
+
+GEO_FEATURES = 7
+
+
+def key_geometry(points: Tensor, rays: Tensor, centres: Tensor, index: Tensor) -> Tensor:
+    """Relative geometry of every selected key to its cell, channel-first with the batch
+    folded into the columns (so the geometry MLP is one plain GEMM).
+
+    points [Q, 3]; rays [B, N, T, 3]; centres [B, N, 3]; index [B, Q, K] into N*T
+    -> [7, B, Q, K]: the key's ray (3), the unit direction u from the key's camera to the cell's
+    point (3) and that distance / 10 m (1). (ray - u, the angular offset between where the key
+    looks and where the cell is, is a linear function of these.)
+    """
+    B, N, T, _ = rays.shape
+    Q, K = index.shape[1], index.shape[2]
+    table = torch.cat([rays, centres.unsqueeze(2).expand(B, N, T, 3)], dim=-1)  # [B, N, T, 6]
+    table = table.reshape(B * N * T, 6).transpose(0, 1)                  # [6, B*N*T]
+    offs = (torch.arange(B, device=index.device) * (N * T)).reshape(B, 1, 1)
+    g = table.index_select(1, (index + offs).reshape(-1)).reshape(6, B, Q, K)
+    ray, centre = g[:3], g[3:]
+    diff = points.transpose(0, 1).reshape(3, 1, Q, 1) - centre          # [3, B, Q, K]
+    dist = torch.sqrt((diff * diff).sum(0, keepdim=True) + 1e-12)      # [1, B, Q, K]
+    return torch.cat([ray, diff / dist, 0.1 * dist], dim=0)             # [7, B, Q, K]
 
 
 class GeometricCrossAttention(nn.Module):
@@ -134,62 +185,46 @@ class GeometricCrossAttention(nn.Module):
         self.use_geometry = cfg.use_position_embedding
         if self.use_geometry:
             G = cfg.geo_hidden
-            self.geo = nn.Sequential(nn.Linear(10, G), nn.GELU())     # relative geometry -> h
-            self.geo_bias = nn.Linear(G, H)                             # h -> attention bias per head
-            self.geo_value = nn.Linear(G, D, bias=False)                # attended h -> value space
-
-    def geometry_features(self, points: Tensor, key_geo: Tensor) -> Tensor:
-        """points [Q, 3]; key_geo [B, Q, K, 6] = [ray (3), camera centre (3)] of each key
-        -> [B, Q, K, 10] = [ray, u, 8 (ray - u), distance / 10 m] with u the unit direction from
-        the key's camera to the cell's point."""
-        ray, centre = key_geo[..., :3], key_geo[..., 3:6]
-        diff = points.unsqueeze(1) - centre                                 # [B, Q, K, 3]
-        dist = torch.sqrt((diff * diff).sum(-1, keepdim=True) + 1e-12)
-        u = diff / dist
-        return torch.cat([ray, u, 8.0 * (ray - u), 0.1 * dist], dim=-1)
+            self.geo = nn.Linear(GEO_FEATURES, G)    # relative geometry -> hidden (ReLU)
+            self.geo_bias = nn.Linear(G, H)          # hidden -> additive attention bias per head
+            self.geo_value = nn.Linear(GEO_FEATURES, D, bias=False)  # attended geometry -> value
 
     def forward(self, query: Tensor, tokens: Tensor, token_mask: Tensor, index: Tensor,
-                key_valid: Tensor, points: Tensor, key_geo: Tensor | None) -> Tensor:
+                key_valid: Tensor, key_geo: Tensor | None) -> Tensor:
         # query [Bq, Q, D] (Bq = 1 or B, normalised); tokens [B, S, D] normalised, S = N*T;
         # token_mask [B, S]; index [B, Q, K] into S; key_valid [B, Q, K] (1/0);
-        # points [Q, 3]; key_geo [B, Q, K, 6] or None
+        # key_geo [7, B, Q, K] or None
         B, S, D = tokens.shape
         Q, K = index.shape[1], index.shape[2]
         H, hd = self.heads, self.head_dim
 
         q = self.q(query) * self.scale                                      # [Bq, Q, D]
-        q = q.expand(B, Q, D)                                               # [B, Q, D]
-
         # keys/values of every token; a missing camera's keys and values are zeroed
         kv = self.kv(tokens) * token_mask.unsqueeze(-1)                     # [B, S, 2D]
         k, v = kv[..., :D], kv[..., D:]
 
-        # content logits: a dense GEMM against all S tokens, then pick the K selected columns
-        # (MatMul + GatherElements; cheaper on a CPU than gathering K key rows per cell)
-        qh = q.reshape(B, Q, H, hd).transpose(1, 2)                         # [B, H, Q, hd]
-        kh = k.reshape(B, S, H, hd).transpose(1, 2)                         # [B, H, S, hd]
-        dense = qh @ kh.transpose(-1, -2)                                   # [B, H, Q, S]
+        # content logits: one dense [Q, S] product per head, then the K selected columns
+        qh = q.reshape(-1, Q, H, hd).transpose(1, 2)                        # [Bq, H, Q, hd]
+        kh = k.reshape(B, S, H, hd).permute(0, 2, 3, 1)                     # [B, H, hd, S]
+        dense = qh @ kh                                                     # [B, H, Q, S]
         logits = torch.gather(dense, 3, index.unsqueeze(1).expand(B, H, Q, K))  # [B, H, Q, K]
-        logits = logits.transpose(1, 2)                                     # [B, Q, H, K]
 
         if self.use_geometry:
-            h = self.geo(self.geometry_features(points, key_geo))           # [B, Q, K, G]
-            h = h * key_valid.unsqueeze(-1)
-            logits = logits + self.geo_bias(h).transpose(-1, -2)            # [B, Q, H, K]
+            f = key_geo.reshape(GEO_FEATURES, B * Q * K)
+            h = torch.relu(torch.addmm(self.geo.bias.unsqueeze(1), self.geo.weight, f))   # [G, B*Q*K]
+            bias = torch.addmm(self.geo_bias.bias.unsqueeze(1), self.geo_bias.weight, h)  # [H, B*Q*K]
+            logits = logits + bias.reshape(H, B, Q, K).transpose(0, 1)      # [B, H, Q, K]
 
-        logits = logits + ((1.0 - key_valid) * MASK_VALUE).unsqueeze(2)
-        attn = logits.softmax(dim=-1)                                       # [B, Q, H, K]
+        logits = logits + ((1.0 - key_valid) * MASK_VALUE).unsqueeze(1)    # [B, H, Q, K]
+        attn = logits.softmax(dim=-1)                                       # [B, H, Q, K]
 
-        # values: gather the K selected rows per cell, one [H, K] @ [K, D] product per cell,
-        # keep each head's own slice (block diagonal: Mul by a 0/1 head mask + ReduceSum)
-        offs = (torch.arange(B, device=index.device) * S).reshape(B, 1, 1)
-        out = attend_selected(attn, v.reshape(B * S, D), index + offs, self.head_mask)  # [B, Q, D]
+        out = attend_selected(attn, v, index, self.head_mask)              # [B, Q, D]
         if self.use_geometry:
-            # relative geometry of the attended keys, head-averaged: tells the cell where the
-            # rays it attends to pass relative to it (sub-cell localisation)
-            a_mean = attn.mean(dim=2).unsqueeze(-1)                         # [B, Q, K, 1]
-            out = out + self.geo_value((a_mean * h).sum(dim=2))             # [B, Q, D]
-        return self.proj(out.reshape(B, Q, D))                              # [B, Q, D]
+            # where the attended rays pass relative to the cell (head-averaged attention)
+            a_mean = attn.mean(dim=1)                                       # [B, Q, K]
+            f_att = (key_geo * a_mean).sum(dim=-1)                          # [7, B, Q]
+            out = out + self.geo_value(f_att.permute(1, 2, 0))              # [B, Q, D]
+        return self.proj(out)                                               # [B, Q, D]
 
 
 class CrossViewBlock(nn.Module):
@@ -204,9 +239,9 @@ class CrossViewBlock(nn.Module):
         self.norm2 = nn.LayerNorm(D)
         self.mlp = Mlp(D, int(D * cfg.bev_mlp_ratio))
 
-    def forward(self, query, tokens, token_mask, index, key_valid, points, key_geo) -> Tensor:
+    def forward(self, query, tokens, token_mask, index, key_valid, key_geo) -> Tensor:
         x = query + self.attn(self.norm_q(query), self.norm_kv(tokens), token_mask, index,
-                              key_valid, points, key_geo)                   # [B, Q, D]
+                              key_valid, key_geo)                           # [B, Q, D]
         return x + self.mlp(self.norm2(x))
 
 

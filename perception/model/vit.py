@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from perception.model.attention import Block
-from perception.model.bev import BEVBlock, CrossViewBlock, _INVALID, bev_points, gather_rows, select_tokens
+from perception.model.bev import _INVALID, BEVBlock, CrossViewBlock, bev_points, key_geometry, select_tokens
 from perception.model.config import ModelConfig
 from perception.model.decode import decode
 from perception.model.embed import BEVQueryEmbed, PatchEmbed, RayEmbed, camera_rays, patch_centre_pixels
@@ -39,6 +39,9 @@ class BEVViT(nn.Module):
         self.register_buffer("patch_pixels", patch_centre_pixels(cfg), persistent=False)   # [T, 3]
         points = bev_points(cfg)                                                           # [Q, 3]
         self.register_buffer("bev_points", points, persistent=False)
+        self.register_buffer("eye3", torch.eye(3), persistent=False)
+        self.register_buffer("eye4", torch.eye(4), persistent=False)
+        self.register_buffer("eye_cams", torch.eye(cfg.num_cameras), persistent=False)
         self.patch_embed = PatchEmbed(cfg)
         if cfg.use_position_embedding:
             self.pos_embed = nn.Parameter(torch.zeros(1, cfg.tokens_per_view, D))
@@ -69,47 +72,52 @@ class BEVViT(nn.Module):
             nn.init.zeros_(m.bias)
 
     # ------------------------------------------------------------------------------------
-    def forward_train(self, images: Tensor, intrinsics_inv: Tensor, ego_from_camera: Tensor,
-                      camera_mask: Tensor) -> dict[str, Tensor]:
-        """Everything up to the head, no decode: {"heatmap_logits" [B, C, Hb, Wb] (pre-sigmoid,
-        for a focal loss), "regression" [B, 10, Hb, Wb]}."""
+    def geometry(self, intrinsics_inv: Tensor, ego_from_camera: Tensor, camera_mask: Tensor) -> dict[str, Tensor]:
+        """Everything that depends on the calibration and camera mask only (not on pixels): rays,
+        camera centres, the top-K keys of every BEV cell and their relative geometry. A runtime
+        may compute it once per (calibration, camera mask) and reuse it across frames."""
+        cfg = self.cfg
+        B, N = camera_mask.shape
+        T = cfg.tokens_per_view
+        camera_mask = camera_mask.to(torch.float32)
+        # fp32 even under autocast: the top-K choice needs the cosine resolution
+        with torch.autocast(device_type=camera_mask.device.type, enabled=False):
+            present = camera_mask.reshape(B, N, 1, 1) > 0.5
+            # a missing camera's calibration may be garbage (even NaN): replace it by identity
+            k_inv = torch.where(present, intrinsics_inv.to(torch.float32), self.eye3)
+            t_ego = torch.where(present, ego_from_camera.to(torch.float32), self.eye4)
+            rays, centres = camera_rays(self.patch_pixels, k_inv, t_ego)     # [B, N, T, 3], [B, N, 3]
+            index, top = select_tokens(self.bev_points, rays, centres, camera_mask, cfg.topk,
+                                       cfg.cross_view, self.eye_cams)        # [B, Q, K] x2
+            geo = {"rays": rays, "centres": centres, "index": index,
+                   "key_valid": (top > _INVALID).to(torch.float32),          # [B, Q, K]
+                   "token_mask": camera_mask.reshape(B, N, 1).expand(B, N, T).reshape(B, N * T)}
+            if cfg.use_position_embedding:
+                geo["key_geo"] = key_geometry(self.bev_points, rays, centres, index)  # [7, B, Q, K]
+        return geo
+
+    def forward_features(self, images: Tensor, geo: dict[str, Tensor]) -> dict[str, Tensor]:
         cfg = self.cfg
         B, N = images.shape[:2]
         T = cfg.tokens_per_view
-        camera_mask = camera_mask.to(torch.float32)
-
-        # Geometry in fp32 even under autocast (the top-K choice needs cosine resolution).
-        with torch.autocast(device_type=images.device.type, enabled=False):
-            present = camera_mask.reshape(B, N, 1, 1) > 0.5
-            # a missing camera's calibration may be garbage (even NaN): replace it by identity
-            k_inv = torch.where(present, intrinsics_inv.to(torch.float32),
-                                torch.eye(3, dtype=torch.float32, device=images.device))
-            t_ego = torch.where(present, ego_from_camera.to(torch.float32),
-                                torch.eye(4, dtype=torch.float32, device=images.device))
-            rays, centres = camera_rays(self.patch_pixels, k_inv, t_ego)     # [B, N, T, 3], [B, N, 3]
-            index, top = select_tokens(self.bev_points, rays, centres, camera_mask, cfg.topk,
-                                       cfg.cross_view)                       # [B, Q, K] x2
-            key_valid = (top > _INVALID).to(torch.float32)                   # [B, Q, K]
-            key_geo = None
-            if cfg.use_position_embedding:
-                tok_geo = torch.cat([rays, centres.unsqueeze(2).expand(B, N, T, 3)], dim=-1)
-                offs = (torch.arange(B, device=index.device) * (N * T)).reshape(B, 1, 1)
-                key_geo = gather_rows(tok_geo.reshape(B * N * T, 6), index + offs)  # [B, Q, K, 6]
-
         x = self.patch_embed(images)                                         # [B*N, T, D]
         if cfg.use_position_embedding:
-            x = x + self.pos_embed + self.ray_embed(rays, centres).reshape(B * N, T, -1)
+            x = x + self.pos_embed + self.ray_embed(geo["rays"], geo["centres"]).reshape(B * N, T, -1)
         for blk in self.blocks:
             x = blk(x)                                                       # [B*N, T, D]
         tokens = self.norm(x).reshape(B, N * T, -1)                          # [B, N*T, D]
-        token_mask = camera_mask.reshape(B, N, 1).expand(B, N, T).reshape(B, N * T)
-
-        bev = self.cross(self.bev_query(), tokens, token_mask, index, key_valid,
-                         self.bev_points, key_geo)                           # [B, Q, D]
+        bev = self.cross(self.bev_query(), tokens, geo["token_mask"], geo["index"],
+                         geo["key_valid"], geo.get("key_geo"))               # [B, Q, D]
         for blk in self.bev_blocks:
             bev = blk(bev)
         heat, reg = self.head(bev)
         return {"heatmap_logits": heat, "regression": reg}
+
+    def forward_train(self, images: Tensor, intrinsics_inv: Tensor, ego_from_camera: Tensor,
+                      camera_mask: Tensor) -> dict[str, Tensor]:
+        """Everything up to the head, no decode: {"heatmap_logits" [B, C, Hb, Wb] (pre-sigmoid,
+        for a focal loss), "regression" [B, 10, Hb, Wb]}."""
+        return self.forward_features(images, self.geometry(intrinsics_inv, ego_from_camera, camera_mask))
 
     def forward(self, images: Tensor, intrinsics_inv: Tensor, ego_from_camera: Tensor,
                 camera_mask: Tensor) -> dict[str, Tensor]:

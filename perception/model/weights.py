@@ -106,14 +106,13 @@ def flops_per_frameset(cfg: ModelConfig) -> int:
         macs += Q * (18 * 64 + 64 * D)                                # BEV query MLP
     macs += cfg.view_depth * N * (T * (4 * D * D + 2 * D * mlp)       # qkv, proj, MLP
                                   + 2 * T * T * D)                    # q k^T and attn v
-    macs += N * Q * T * 3                                             # geometric scores
+    macs += N * Q * N * T * 3                                         # geometric scores (block-diagonal)
     macs += Q * D * D + N * T * 2 * D * D + Q * D * D                 # q, kv, out projections
     macs += Q * _num_tokens(cfg) * D                                     # q k^T against all tokens (dense)
     macs += Q * K * D * H                                             # attn v: [H, K] @ [K, D] per cell
     if pos:
-        macs += Q * K * 10 * G                                        # relative-geometry MLP
-        macs += Q * K * G * H                                         # geometric attention bias
-        macs += Q * K * G + Q * G * D                                 # attended geometry -> value
+        macs += Q * K * 7 * G + Q * K * G * H                         # geometric attention bias MLP
+        macs += Q * K * 7 + Q * 7 * D                                 # attended geometry -> value
     macs += Q * 2 * D * bev_mlp                                       # cross block MLP
     macs += cfg.bev_depth * Q * (D * cfg.bev_kernel ** 2 + 2 * D * bev_mlp)
     macs += Q * (2 * D * cfg.head_hidden + cfg.head_hidden * (C + len(REGRESSION_CHANNELS)))

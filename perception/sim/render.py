@@ -20,6 +20,7 @@ cv2.fillConvexPoly at 1/16 pixel precision. Pixel centres are at integer coordin
 """
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 
 import cv2
@@ -45,23 +46,26 @@ class _View:
         self.K = np.asarray(camera.K, dtype=np.float64)
         self.W, self.H = int(camera.width), int(camera.height)
         (fx, s, cx), (_, fy, cy) = self.K[0], self.K[1]
-        G = GUARD_PX
+        self.proj = (float(fx), float(s), float(cx), float(fy), float(cy))
         # Half-spaces a.p + d >= 0 in camera coordinates. With z > 0, u >= -G is
         # fx x + s y + cx z >= -G z, and so on; all side planes pass through the camera centre.
-        self.planes = np.array([
-            [0.0, 0.0, 1.0, -NEAR_M],
-            [fx, s, cx + G, 0.0],
-            [-fx, -s, self.W - 1 + G - cx, 0.0],
-            [0.0, fy, cy + G, 0.0],
-            [0.0, -fy, self.H - 1 + G - cy, 0.0],
-        ])
+        # Columns 0-4: the near plane and the four sides of the image widened by the guard band
+        # (what polygons are clipped to); columns 5-8: the sides of the image plus one pixel
+        # (a polygon entirely beyond one of them is not drawn at all).
+        planes = [[0.0, 0.0, 1.0, -NEAR_M]]
+        for G in (GUARD_PX, 1.0):
+            planes += [[fx, s, cx + G, 0.0], [-fx, -s, self.W - 1 + G - cx, 0.0],
+                       [0.0, fy, cy + G, 0.0], [0.0, -fy, self.H - 1 + G - cy, 0.0]]
+        self.all_planes = np.array(planes)                 # (9, 4)
+        self.planes = self.all_planes[:5]
+        self.plane_list = [tuple(map(float, p)) for p in self.planes]
 
     def to_camera(self, P: np.ndarray) -> np.ndarray:
         return P @ self.R.T + self.t
 
     def plane_distances(self, Pc: np.ndarray) -> np.ndarray:
-        """(..., 5) signed distances of camera-frame points (..., 3) to the clip planes."""
-        return Pc @ self.planes[:, :3].T + self.planes[:, 3]
+        """(..., 9) signed distances of camera-frame points (..., 3) to all planes (see above)."""
+        return Pc @ self.all_planes[:, :3].T + self.all_planes[:, 3]
 
     def fixed_point(self, Pc: np.ndarray) -> np.ndarray:
         """Pixel coordinates (..., 2) as int32 with _SHIFT fractional bits. Only meaningful for
@@ -97,12 +101,14 @@ def render_rig(scene: Scene, rig) -> list[np.ndarray]:
 
 _SKY_CACHE: OrderedDict = OrderedDict()
 _SKY_CACHE_SIZE = 64
+_SKY_LOCK = threading.Lock()
 
 
 def _sky(view: _View, camera, lighting) -> np.ndarray:
     """Sky gradient for this camera and lighting (cached: it is a pure function of both)."""
     key = (camera.calibration_id, view.W, view.H, lighting.key)
-    img = _SKY_CACHE.get(key)
+    with _SKY_LOCK:
+        img = _SKY_CACHE.get(key)
     if img is None:
         u, v = np.meshgrid(np.arange(view.W, dtype=np.float64), np.arange(view.H, dtype=np.float64))
         rays = geometry.pixel_rays(np.stack([u.ravel(), v.ravel()], 1), view.K, _ego_from(view))
@@ -111,9 +117,10 @@ def _sky(view: _View, camera, lighting) -> np.ndarray:
         col = lighting.haze_color * (1 - w[..., None]) + lighting.sky_color * w[..., None]
         img = np.ascontiguousarray(np.clip(np.rint(col), 0, 255).astype(np.uint8))
         img.setflags(write=False)
-        _SKY_CACHE[key] = img
-        if len(_SKY_CACHE) > _SKY_CACHE_SIZE:
-            _SKY_CACHE.popitem(last=False)
+        with _SKY_LOCK:
+            _SKY_CACHE[key] = img
+            if len(_SKY_CACHE) > _SKY_CACHE_SIZE:
+                _SKY_CACHE.popitem(last=False)
     return img
 
 
@@ -127,37 +134,44 @@ def _ego_from(view: _View) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------
 # polygons
 
-def _clip(P: np.ndarray, planes: np.ndarray):
-    """Sutherland-Hodgman clip of a convex polygon (n, 3) against half-spaces (m, 4); returns the
-    clipped polygon (k, 3) or None when nothing is left."""
-    for pl in planes:
-        d = P @ pl[:3] + pl[3]
-        inside = d >= 0
-        if inside.all():
+def _clip_project(P: np.ndarray, view: _View):
+    """Sutherland-Hodgman clip of a small convex polygon (n, 3), camera frame, against the near
+    plane and the guard band, then projection to fixed-point pixels. Returns (k, 2) int32 or None
+    when nothing is left. Plain Python: for a handful of vertices it beats numpy's call overhead."""
+    poly = P.tolist()
+    for a, b, c, d in view.plane_list:
+        dist = [a * x + b * y + c * z + d for x, y, z in poly]
+        if min(dist) >= 0:
             continue
-        if not inside.any():
+        if max(dist) < 0:
             return None
         out = []
-        n = len(P)
+        n = len(poly)
         for i in range(n):
-            j = (i + 1) % n
-            if inside[i]:
-                out.append(P[i])
-            if inside[i] != inside[j]:
-                out.append(P[i] + (P[j] - P[i]) * (d[i] / (d[i] - d[j])))
-        P = np.array(out)
-        if len(P) < 3:
+            j = i + 1 if i + 1 < n else 0
+            di, dj = dist[i], dist[j]
+            if di >= 0:
+                out.append(poly[i])
+            if (di >= 0) != (dj >= 0):
+                w = di / (di - dj)
+                pi, pj = poly[i], poly[j]
+                out.append([pi[0] + (pj[0] - pi[0]) * w, pi[1] + (pj[1] - pi[1]) * w, pi[2] + (pj[2] - pi[2]) * w])
+        poly = out
+        if len(poly) < 3:
             return None
-    return P
+    fx, s, cx, fy, cy = view.proj
+    return np.array([[round((fx * x + s * y) / z * _ONE + cx * _ONE), round(fy * y / z * _ONE + cy * _ONE)]
+                     for x, y, z in poly], dtype=np.int32)
 
 
 def _polygon_classes(D: np.ndarray, starts: np.ndarray):
-    """For polygons packed as vertices with plane distances D (G, 5) and starts (n + 1,):
-    (culled, inside) booleans (n,): entirely outside one plane / entirely inside all planes."""
+    """For polygons packed as vertices with plane distances D (G, 9) and starts (n + 1,):
+    (culled, inside) booleans (n,): entirely behind the near plane or beside the image / entirely
+    inside the clip planes (no clipping needed)."""
     if len(starts) <= 1:
         return np.zeros(0, bool), np.zeros(0, bool)
     dmax = np.maximum.reduceat(D, starts[:-1], axis=0)
-    dmin = np.minimum.reduceat(D, starts[:-1], axis=0)
+    dmin = np.minimum.reduceat(D[:, :5], starts[:-1], axis=0)
     return (dmax < 0).any(axis=1), (dmin >= 0).all(axis=1)
 
 
@@ -173,10 +187,9 @@ def _fill_polygons(img, view, Pc, starts, colors, line_type) -> None:
         if inside[k]:
             pts = fixed[a:b]
         else:
-            poly = _clip(Pc[a:b], view.planes)
-            if poly is None:
+            pts = _clip_project(Pc[a:b], view)
+            if pts is None:
                 continue
-            pts = view.fixed_point(poly)
         fill(img, pts, colors[k], line_type, _SHIFT)
 
 
@@ -217,89 +230,145 @@ def _camera_in_solid_frames(scene: Scene, C: np.ndarray) -> np.ndarray:
     return np.stack([c * rel[:, 0] + s * rel[:, 1], -s * rel[:, 0] + c * rel[:, 1], rel[:, 2]], axis=1)
 
 
-def solid_draw_rank(scene: Scene, C: np.ndarray, cam_local: np.ndarray | None = None) -> np.ndarray:
-    """(S,) painter's rank of every solid for a camera at ego point C (0 = drawn first)."""
-    S = scene.solid_count
-    if cam_local is None:
-        cam_local = _camera_in_solid_frames(scene, C)
-    nearest = np.clip(cam_local, scene.solid_lo, scene.solid_hi)
-    dist = np.linalg.norm(cam_local - nearest, axis=1)
-    large = scene.solid_large
-    big = np.flatnonzero(large)
-    small = np.flatnonzero(~large)
-    big = big[np.argsort(-dist[big], kind="stable")]
-    small = small[np.argsort(-dist[small], kind="stable")]
-    key = np.empty(S, dtype=np.int64)
-    key[big] = 2 * np.arange(len(big)) + 1
-    if len(big) and len(small):
-        # For each (building b, solid o): take the side plane of b that o's origin lies farthest
-        # beyond. If the camera is beyond it too, b cannot hide o: draw b first. Otherwise b is
-        # between them wherever they overlap on screen: draw o first.
-        rel = scene.solid_origin[small][None, :, :2] - scene.solid_origin[big][:, None, :2]   # (B, O, 2)
-        c, s = np.cos(scene.solid_yaw[big])[:, None], np.sin(scene.solid_yaw[big])[:, None]
-        lx, ly = c * rel[..., 0] + s * rel[..., 1], -s * rel[..., 0] + c * rel[..., 1]
-        lo, hi = scene.solid_lo[big], scene.solid_hi[big]
-        beyond = np.stack([lx - hi[:, None, 0], lo[:, None, 0] - lx, ly - hi[:, None, 1], lo[:, None, 1] - ly], -1)
-        side = np.argmax(beyond, axis=-1)                                                # (B, O)
-        cl = cam_local[big]
-        cam_beyond = np.stack([cl[:, 0] - hi[:, 0], lo[:, 0] - cl[:, 0], cl[:, 1] - hi[:, 1], lo[:, 1] - cl[:, 1]], -1)
-        b_first = np.take_along_axis(cam_beyond, side, axis=1) > 0                        # (B, O)
-        last = np.where(b_first.any(axis=0), len(big) - 1 - np.argmax(b_first[::-1], axis=0), -1)
-        # A nearer solid never goes before a farther one: keep positions non-decreasing.
-        pos = np.maximum.accumulate(last + 1)
-        key[small] = 2 * pos
-    elif len(small):
-        key[small] = 0
-    within = np.empty(S, dtype=np.int64)
-    within[big] = np.arange(len(big))
-    within[small] = np.arange(len(small))
-    order = np.lexsort((within, key))
-    rank = np.empty(S, dtype=np.int64)
-    rank[order] = np.arange(S)
-    return rank
+def _a_first(scene: Scene, a: np.ndarray, b: np.ndarray, cam_local: np.ndarray) -> np.ndarray:
+    """For pairs of solids (a[k], b[k]) where a is a building (a box): must a be drawn before b?
+
+    Take the side plane of a's box that b's origin lies farthest beyond. If the camera is beyond
+    it too, a cannot hide b: a goes first. Otherwise a lies between them wherever they overlap on
+    screen: b goes first. (A distance key gets this wrong along a facade: a person on the
+    sidewalk can be farther from the camera than the nearest corner of the building behind.)"""
+    rel = scene.solid_origin[b, :2] - scene.solid_origin[a, :2]
+    c, s = np.cos(scene.solid_yaw[a]), np.sin(scene.solid_yaw[a])
+    lx, ly = c * rel[:, 0] + s * rel[:, 1], -s * rel[:, 0] + c * rel[:, 1]
+    lo, hi = scene.solid_lo[a], scene.solid_hi[a]
+    beyond = np.stack([lx - hi[:, 0], lo[:, 0] - lx, ly - hi[:, 1], lo[:, 1] - ly], axis=1)
+    cl = cam_local[a]
+    cam_beyond = np.stack([cl[:, 0] - hi[:, 0], lo[:, 0] - cl[:, 0], cl[:, 1] - hi[:, 1], lo[:, 1] - cl[:, 1]], 1)
+    side = np.argmax(beyond, axis=1)
+    return cam_beyond[np.arange(len(a)), side] > 0
 
 
-def part_draw_order(scene: Scene, C: np.ndarray) -> np.ndarray:
-    """Indices of all parts in painter's order for a camera at ego point C."""
+def solid_draw_rank(scene: Scene, C: np.ndarray, solids: np.ndarray, boxes: np.ndarray,
+                    cam_local: np.ndarray) -> np.ndarray:
+    """Painter's order of the given solids (k,) with screen bounding boxes (k, 4) [u0, v0, u1, v1]:
+    returns their rank (k,), 0 = drawn first.
+
+    Only solids whose screen boxes overlap constrain each other: buildings by their face planes
+    (`_a_first`), everything else far before near by the distance from the camera to the solid's
+    bounding box. A topological sort (far first among the ready ones) orders them; a cycle, which
+    these rules make rare, is broken at its farthest solid.
+    """
+    k = len(solids)
+    nearest = np.clip(cam_local[solids], scene.solid_lo[solids], scene.solid_hi[solids])
+    dist = np.linalg.norm(cam_local[solids] - nearest, axis=1)
+    if k <= 1:
+        return np.zeros(k, dtype=np.int64)
+    overlap = ((boxes[:, None, 0] < boxes[None, :, 2]) & (boxes[None, :, 0] < boxes[:, None, 2]) &
+               (boxes[:, None, 1] < boxes[None, :, 3]) & (boxes[None, :, 1] < boxes[:, None, 3]))
+    i, j = np.nonzero(np.triu(overlap, 1))
+    large = scene.solid_large[solids]
+    i_first = dist[i] >= dist[j]
+    with_large = large[i] | large[j]
+    if with_large.any():
+        a = np.where(large[i], i, j)[with_large]          # the building of the pair
+        b = np.where(large[i], j, i)[with_large]
+        a_first = _a_first(scene, solids[a], solids[b], cam_local)
+        i_first[with_large] = a_first == (a == i[with_large])
+    first, second = np.where(i_first, i, j), np.where(i_first, j, i)
+    return _topological_rank(k, first, second, dist)
+
+
+def _topological_rank(k: int, first: np.ndarray, second: np.ndarray, dist: np.ndarray) -> np.ndarray:
+    """Kahn's algorithm over edges first -> second; among ready nodes the farthest goes first."""
+    import heapq
+
+    indeg = np.bincount(second, minlength=k).tolist()
+    order = np.argsort(first, kind="stable")
+    succ_sorted = second[order].tolist()
+    bounds = np.searchsorted(first[order], np.arange(k + 1)).tolist()
+    d = dist.tolist()
+    heap = [(-d[n], n) for n in range(k) if indeg[n] == 0]
+    heapq.heapify(heap)
+    rank = [-1] * k
+    r = 0
+    while r < k:
+        if not heap:   # a cycle: release the farthest node still waiting
+            n = max((n for n in range(k) if rank[n] < 0), key=lambda n: d[n])
+            indeg[n] = 0
+            heap.append((-d[n], n))
+        _, n = heapq.heappop(heap)
+        if rank[n] >= 0:
+            continue
+        rank[n] = r
+        r += 1
+        for m in succ_sorted[bounds[n]:bounds[n + 1]]:
+            indeg[m] -= 1
+            if indeg[m] == 0 and rank[m] < 0:
+                heapq.heappush(heap, (-d[m], m))
+    return np.array(rank, dtype=np.int64)
+
+
+def _intra_solid_precedence(scene: Scene, cam_local: np.ndarray) -> np.ndarray:
+    """(P,) for each part, how many parts of its solid it must be drawn before: parts separated by
+    a plane of the solid frame are ordered by the side the camera is on. Sorting by this count
+    (descending) orders stacked parts correctly (legs, torso, head; wheels, body, cabin)."""
     P = len(scene.part_vertices)
-    cam_local = _camera_in_solid_frames(scene, C)
-    rank = solid_draw_rank(scene, C, cam_local)
-    before = np.zeros(P, dtype=np.int64)
-    if len(scene.pair_parts):
-        lo_part, hi_part = scene.pair_parts[:, 0], scene.pair_parts[:, 1]
-        cam_coord = cam_local[scene.part_solid[lo_part], scene.pair_axis]
-        # The part on the camera's side of the separating plane is nearer: the other goes first.
-        first = np.where(cam_coord > scene.pair_plane, lo_part, hi_part)
-        before = np.bincount(first, minlength=P)
-    return np.lexsort((np.arange(P), -before, rank[scene.part_solid]))
+    if not len(scene.pair_parts):
+        return np.zeros(P, dtype=np.int64)
+    lo_part, hi_part = scene.pair_parts[:, 0], scene.pair_parts[:, 1]
+    cam_coord = cam_local[scene.part_solid[lo_part], scene.pair_axis]
+    # The part on the camera's side of the separating plane is nearer: the other goes first.
+    first = np.where(cam_coord > scene.pair_plane, lo_part, hi_part)
+    return np.bincount(first, minlength=P)
 
 
 def _draw_solids(img, view, scene, haze, hd) -> None:
-    V = scene.part_vertices                                          # (P, 8, 3) ego
-    if not len(V):
+    V_all = scene.part_vertices                                      # (P, 8, 3) ego
+    if not len(V_all):
         return
-    Pc = view.to_camera(V)                                           # (P, 8, 3) camera
-    Df = view.plane_distances(Pc)[:, FACES]                          # (P, 6, 4, 5)
-    culled = (Df.max(axis=2) < 0).any(axis=-1)                       # (P, 6) off-screen faces
-    inside = (Df.min(axis=2) >= 0).all(axis=-1)                      # (P, 6) no clipping needed
-    v0 = V[:, FACES[:, 0]]                                           # (P, 6, 3)
-    facing = np.einsum("pfk,pfk->pf", scene.face_normals, v0 - view.C) < 0   # back-face culling
-    draw = facing & ~culled
-    dist = np.linalg.norm(V.mean(axis=1) - view.C, axis=1)            # (P,)
-    colors = _hazed(scene.part_colors, dist[:, None], haze, hd).astype(np.int64)   # (P, 6, 3)
-    face_pts = np.ascontiguousarray(view.fixed_point(Pc)[:, FACES])  # (P, 6, 4, 2)
+    Pc_all = view.to_camera(V_all)                                   # (P, 8, 3) camera
+    D_all = view.plane_distances(Pc_all)                             # (P, 8, 9)
+    parts = np.flatnonzero(~(D_all.max(axis=1) < 0).any(axis=-1))    # parts at least partly in view
+    if not len(parts):
+        return
+    V, Pc, D = V_all[parts], Pc_all[parts], D_all[parts]
+    fixed = view.fixed_point(Pc)                                     # (n, 8, 2)
 
-    order = part_draw_order(scene, view.C)
+    # Solid order: screen boxes of the visible parts, grouped by solid (parts of a solid are
+    # contiguous). A part reaching behind the near plane may cover anything: full-screen box.
+    part_solid = scene.part_solid[parts]
+    pmin = fixed.min(axis=1).astype(np.float64)
+    pmax = fixed.max(axis=1).astype(np.float64)
+    behind = (D[..., 0] < 0).any(axis=1)
+    pmin[behind], pmax[behind] = -np.inf, np.inf
+    starts = np.flatnonzero(np.r_[True, part_solid[1:] != part_solid[:-1]])
+    solids = part_solid[starts]
+    boxes = np.concatenate([np.minimum.reduceat(pmin, starts), np.maximum.reduceat(pmax, starts)], axis=1)
+    cam_local = _camera_in_solid_frames(scene, view.C)
+    solid_rank = np.zeros(scene.solid_count, dtype=np.int64)
+    solid_rank[solids] = solid_draw_rank(scene, view.C, solids, boxes, cam_local)
+    before = _intra_solid_precedence(scene, cam_local)[parts]
+    order = np.lexsort((parts, -before, solid_rank[part_solid]))    # into the visible parts
+
+    Df = D[:, FACES]                                                 # (n, 6, 4, 9)
+    culled = (Df.max(axis=2) < 0).any(axis=-1)                       # (n, 6) off-screen faces
+    inside = (Df[..., :5].min(axis=2) >= 0).all(axis=-1)             # (n, 6) no clipping needed
+    normals = scene.face_normals[parts]                              # (n, 6, 3)
+    facing = np.einsum("pfk,pfk->pf", normals, V[:, FACES[:, 0]] - view.C) < 0   # back-face culling
+    draw = facing & ~culled
+    dist = np.linalg.norm(V.mean(axis=1) - view.C, axis=1)            # (n,)
+    colors = _hazed(scene.part_colors[parts], dist[:, None], haze, hd).astype(np.int64)   # (n, 6, 3)
+    face_pts = np.ascontiguousarray(fixed[:, FACES])                 # (n, 6, 4, 2)
+
     rows, faces = np.nonzero(draw[order])
-    parts = order[rows]
-    col_list = colors[parts, faces].tolist()
+    idx = order[rows]
+    col_list = colors[idx, faces].tolist()
     fill = cv2.fillConvexPoly
-    for i, (p, f) in enumerate(zip(parts.tolist(), faces.tolist())):
+    for n, (p, f) in enumerate(zip(idx.tolist(), faces.tolist())):
         if inside[p, f]:
             pts = face_pts[p, f]
         else:
-            poly = _clip(Pc[p, FACES[f]], view.planes)
-            if poly is None:
+            pts = _clip_project(Pc[p, FACES[f]], view)
+            if pts is None:
                 continue
-            pts = view.fixed_point(poly)
-        fill(img, pts, col_list[i], cv2.LINE_AA, _SHIFT)
+        fill(img, pts, col_list[n], cv2.LINE_AA, _SHIFT)

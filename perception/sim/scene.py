@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
+import cv2
 import numpy as np
 
 from perception import geometry
@@ -181,20 +182,18 @@ class Part:
 
     def vertices(self) -> np.ndarray:
         """(8, 3) vertices, geometry.box_corners order."""
-        lo, hi = np.asarray(self.lo, float), np.asarray(self.hi, float)
-        c = (lo[:2] + hi[:2]) / 2.0
-        half = (hi[:2] - lo[:2]) / 2.0
-        sx = np.array([1, -1, -1, 1], float)
-        sy = np.array([1, 1, -1, -1], float)
-        bottom = np.stack([c[0] + sx * half[0], c[1] + sy * half[1], np.full(4, lo[2])], axis=1)
-        top = np.stack([c[0] + sx * half[0] * self.taper[0], c[1] + sy * half[1] * self.taper[1],
-                        np.full(4, hi[2])], axis=1)
-        return np.concatenate([bottom, top])
+        (x0, y0, z0), (x1, y1, z1) = np.asarray(self.lo, float).tolist(), np.asarray(self.hi, float).tolist()
+        cx, cy, hx, hy = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / 2, (y1 - y0) / 2
+        tx, ty = hx * self.taper[0], hy * self.taper[1]
+        return np.array([[cx + hx, cy + hy, z0], [cx - hx, cy + hy, z0], [cx - hx, cy - hy, z0],
+                         [cx + hx, cy - hy, z0], [cx + tx, cy + ty, z1], [cx - tx, cy + ty, z1],
+                         [cx - tx, cy - ty, z1], [cx + tx, cy - ty, z1]])
 
 
 @dataclass
 class Solid:
-    """A set of parts with a pose. `box` is set for detection targets."""
+    """A set of parts in one frame. Large solids (buildings) are ordered against others by their
+    faces when painting."""
 
     parts: list[Part]
     large: bool = False
@@ -258,29 +257,7 @@ def shadow_polygon(corners_xy: np.ndarray, height: float, sun_dir: np.ndarray) -
     footprint corners (4, 2): the footprint swept along the sun's ground offset."""
     offset = -np.asarray(sun_dir[:2]) / max(float(sun_dir[2]), 0.15) * height
     pts = np.concatenate([corners_xy, corners_xy + offset]).astype(np.float32)
-    hull = _convex_hull_2d(pts)
-    return hull.astype(np.float64)
-
-
-def _convex_hull_2d(pts: np.ndarray) -> np.ndarray:
-    """Andrew's monotone chain, counter-clockwise; tiny inputs, so plain Python is fine."""
-    p = sorted(map(tuple, np.asarray(pts, dtype=np.float64)))
-    if len(p) <= 2:
-        return np.array(p)
-
-    def cross(o, a, b):
-        return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
-
-    lower, upper = [], []
-    for q in p:
-        while len(lower) >= 2 and cross(lower[-2], lower[-1], q) <= 0:
-            lower.pop()
-        lower.append(q)
-    for q in reversed(p):
-        while len(upper) >= 2 and cross(upper[-2], upper[-1], q) <= 0:
-            upper.pop()
-        upper.append(q)
-    return np.array(lower[:-1] + upper[:-1])
+    return cv2.convexHull(pts)[:, 0].astype(np.float64)
 
 
 class SceneAssembler:
@@ -395,3 +372,33 @@ def merge_scenes(a: Scene, b: Scene, boxes: tuple[Box3D, ...] | None = None) -> 
         ground_colors=np.concatenate([a.ground_colors, b.ground_colors]),
         shadow_vertices=np.concatenate([a.shadow_vertices, b.shadow_vertices]),
         shadow_starts=starts(a.shadow_starts, b.shadow_starts, len(a.shadow_vertices)))
+
+
+def select_solids(scene: Scene, keep: np.ndarray) -> Scene:
+    """The scene with only the solids where keep (S,) is true; boxes of dropped targets are dropped
+    too. Ground and cast shadows are kept as they are."""
+    from dataclasses import replace
+
+    keep = np.asarray(keep, dtype=bool)
+    part_keep = keep[scene.part_solid]
+    part_map = np.cumsum(part_keep) - 1                     # old part index -> new
+    solid_map = np.cumsum(keep) - 1
+    pair_keep = part_keep[scene.pair_parts[:, 0]] & part_keep[scene.pair_parts[:, 1]] if len(scene.pair_parts) \
+        else np.zeros(0, bool)
+    kept_boxes = scene.solid_box[keep]
+    box_ids = sorted(int(b) for b in kept_boxes if b >= 0)
+    box_map = {old: new for new, old in enumerate(box_ids)}
+    return replace(
+        scene, boxes=tuple(scene.boxes[b] for b in box_ids),
+        part_vertices=scene.part_vertices[part_keep], part_colors=scene.part_colors[part_keep],
+        part_solid=solid_map[scene.part_solid[part_keep]],
+        pair_parts=part_map[scene.pair_parts[pair_keep]], pair_axis=scene.pair_axis[pair_keep],
+        pair_plane=scene.pair_plane[pair_keep],
+        solid_origin=scene.solid_origin[keep], solid_yaw=scene.solid_yaw[keep], solid_lo=scene.solid_lo[keep],
+        solid_hi=scene.solid_hi[keep], solid_large=scene.solid_large[keep],
+        solid_box=np.array([box_map[int(b)] if b >= 0 else -1 for b in kept_boxes], dtype=np.int64))
+
+
+def without_targets(scene: Scene) -> Scene:
+    """The scene with every detection target removed (distractors, ground and shadows stay)."""
+    return select_solids(scene, scene.solid_box < 0)

@@ -134,8 +134,8 @@ def cyclist(rng: np.random.Generator, size, cj: float = 0.12) -> Solid:
     wheel_h = 0.38 * h
     seat = 0.5 * h
     parts = [
-        box((l / 2 - wheel, -0.05, 0), (l / 2, 0.05, wheel_h), faces(TYRE)),
-        box((-l / 2, -0.05, 0), (-l / 2 + wheel, 0.05, wheel_h), faces(TYRE)),
+        box((l / 2 - wheel, -0.04, 0), (l / 2, 0.04, wheel_h), faces(TYRE), taper=(0.55, 1.0)),
+        box((-l / 2, -0.04, 0), (-l / 2 + wheel, 0.04, wheel_h), faces(TYRE), taper=(0.55, 1.0)),
         box((-l / 2 + wheel, -0.04, 0.18 * h), (l / 2 - wheel, 0.04, seat), faces(bike)),
         box((-0.1 * l, -0.13, 0.22 * h), (0.06 * l, 0.13, seat), faces(legs)),
         box((-0.16 * l, -w / 2, seat), (0.08 * l, w / 2, 0.86 * h), faces(jersey), taper=(1.0, 0.8)),

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from perception.sim import shapes
+from perception.sim.render import render, render_rig  # noqa: F401  (part of this module's API)
 from perception.sim.scene import (CLASSES, DEFAULT_LIGHTING, Box3D, Lighting, Scene, SceneAssembler,
                                   SolidTemplate, merge_scenes, shadow_polygon)
 
@@ -62,17 +63,17 @@ class WorldConfig:
     lane_width_m: Range = (3.0, 3.7)
     cross_road_prob: float = 0.7
     cross_road_offset_m: Range = (4.0, 28.0)        # distance from the ego's footprint to the cross road's sidewalk
-    vehicle_gap_m: Range = (5.0, 28.0)              # bumper-to-bumper gap in moving lanes
+    vehicle_gap_m: Range = (8.0, 35.0)              # bumper-to-bumper gap in moving lanes
     vehicle_speed_mps: Range = (3.0, 14.0)
     stopped_lane_prob: float = 0.15                 # a main lane in a queue (speed 0)
     cross_vehicles_per_lane: IntRange = (0, 2)
     truck_fraction: float = 0.2
-    parked_vehicles: IntRange = (2, 8)
-    pedestrians: IntRange = (3, 9)
+    parked_vehicles: IntRange = (1, 6)
+    pedestrians: IntRange = (3, 10)
     crossing_pedestrians: IntRange = (0, 2)
     pedestrian_speed_mps: Range = (0.6, 1.8)
     standing_pedestrian_prob: float = 0.2
-    cyclists: IntRange = (0, 3)
+    cyclists: IntRange = (0, 4)
     cyclist_speed_mps: Range = (2.5, 7.0)
     construction_zone_prob: float = 0.5
     cones_per_zone: IntRange = (4, 9)
@@ -141,19 +142,24 @@ def overlapping_pairs(corners: np.ndarray) -> list[tuple[int, int]]:
 
 
 class _Occupancy:
-    """Footprints of static things placed so far (layout frame), to keep them apart."""
+    """Footprints of static things placed so far (layout frame), to keep them apart. Bounding
+    boxes are tested in bulk first; the exact test runs on the few that touch."""
 
     def __init__(self):
         self.polys: list[np.ndarray] = []
+        self._bounds = np.zeros((64, 4))          # (capacity, [u0, v0, u1, v1])
 
     def free(self, poly: np.ndarray) -> bool:
         lo, hi = poly.min(0), poly.max(0)
-        for p in self.polys:
-            if (p.min(0) <= hi).all() and (lo <= p.max(0)).all() and _polys_overlap(p, poly):
-                return False
-        return True
+        b = self._bounds[:len(self.polys)]
+        near = np.flatnonzero((b[:, 0] <= hi[0]) & (lo[0] <= b[:, 2]) & (b[:, 1] <= hi[1]) & (lo[1] <= b[:, 3]))
+        return not any(_polys_overlap(self.polys[i], poly) for i in near.tolist())
 
     def add(self, poly: np.ndarray) -> None:
+        n = len(self.polys)
+        if n == len(self._bounds):
+            self._bounds = np.concatenate([self._bounds, np.zeros_like(self._bounds)])
+        self._bounds[n] = np.concatenate([poly.min(0), poly.max(0)])
         self.polys.append(poly)
 
 
@@ -264,9 +270,11 @@ class World:
         self._layout = lay = _sample_layout(rng, cfg)
         self._R = _rot2(lay.phi)
         self._occ = _Occupancy()
-        # Static things keep a metre from the ego footprint (layout frame).
+        # Parked vehicles and cones keep a metre from the ego footprint (layout frame); street
+        # furniture keeps 3 m (a pole against a lens would waste that camera).
         x0, x1, y0, y1 = EGO_FOOTPRINT
         self._occ.add(_aabb(x0 - 1.0, x1 + 1.0, y0 - 1.0, y1 + 1.0) @ _rot2(-lay.phi).T)
+        self._ego_clear = _aabb(x0 - 3.0, x1 + 3.0, y0 - 3.0, y1 + 3.0) @ _rot2(-lay.phi).T
         self._static = SceneAssembler(self.lighting)
         self._movers: list[_Mover] = []
 
@@ -401,13 +409,13 @@ class World:
         """Place a static distractor at layout (u, v) unless it would overlap something. `foot`
         (lo, hi) overrides the footprint used for that test (a lamp arm or a tree crown is above
         what it could collide with)."""
-        tpl = SolidTemplate(solid)
-        lo, hi = foot if foot is not None else (tpl.lo, tpl.hi)
+        lo, hi = foot if foot is not None else solid.bounds()
         c, s = math.cos(yaw_layout), math.sin(yaw_layout)
         corners = _aabb(lo[0] - margin, hi[0] + margin, lo[1] - margin, hi[1] + margin) @ np.array([[c, s], [-s, c]])
         poly = corners + (u, v)
-        if not self._occ.free(poly):
+        if not self._occ.free(poly) or (not solid.large and _polys_overlap(poly, self._ego_clear)):
             return False
+        tpl = SolidTemplate(solid)
         if occupy:
             self._occ.add(poly)
         xy = self._to_ego((u, v))
@@ -609,6 +617,25 @@ class World:
             spots.append((lay.kerb_far + lay.park_far / 2, lay.park_far))
         spots.append((lay.kerb_near - 1.25, 2.5))      # the ego's own parking strip
         blocked = lay.cross_block(margin=1.0)
+        # Parking lot rows on the ego side: nose-in at right angles to the road.
+        lot_v0, lot_v1 = lay.sw_near[1] + 0.3, lay.kerb_near - 2.6
+        if lot_v1 - lot_v0 > 4.8:
+            for _ in range(int(rng.integers(0, 7))):
+                cls = CAR if rng.random() < 0.9 else TRUCK
+                size, tpl = self._object(rng, cls)
+                yaw = (np.pi / 2 if rng.random() < 0.5 else -np.pi / 2) + rng.normal(0, 0.05)
+                if rng.random() < 0.2:
+                    yaw = rng.uniform(-np.pi, np.pi)
+                # Half extents of the rotated footprint: it must stay inside the lot.
+                ext_u = abs(size[0] / 2 * math.cos(yaw)) + abs(size[1] / 2 * math.sin(yaw))
+                ext_v = abs(size[0] / 2 * math.sin(yaw)) + abs(size[1] / 2 * math.cos(yaw))
+                if 2 * ext_v > lot_v1 - lot_v0:
+                    continue
+                u = rng.uniform(-cfg.extent_m * 0.8, cfg.extent_m * 0.8)
+                v = rng.uniform(lot_v0 + ext_v, lot_v1 - ext_v)
+                if not _intervals_free(u - ext_u, u + ext_u, blocked):
+                    continue
+                self._add_static_target(rng, cls, u, v, yaw, sized=(size, tpl))
         for _ in range(4 * n):
             if n <= 0:
                 break
@@ -716,8 +743,8 @@ class World:
         for i, j in free[:n]:
             _, d, (a, b), slot_list = segs[i]
             length = min(b - a, rng.uniform(6.0, 40.0))
-            a = rng.uniform(a, b - length)
-            origin = np.array(slot_list[j]) + np.array(d) * 0.0
+            a = a + rng.uniform(0.0, max(b - a - length, 0.0))
+            origin = np.array(slot_list[j])
             standing = rng.random() < cfg.standing_pedestrian_prob
             speed = 0.0 if standing else rng.uniform(*cfg.pedestrian_speed_mps)
             if standing:        # a standing person faces any way
@@ -738,7 +765,7 @@ class World:
 
     def _build_street_furniture(self, rng) -> None:
         lay, cfg = self._layout, self.config
-        SE = cfg.static_extent_m
+        SE = min(cfg.static_extent_m, 70.0)     # farther out they would be a pixel or two
         blocked = lay.cross_block(margin=1.0)
         # (kerb-side furniture line v, direction towards the road)
         lines = [(lay.sw_far[0] + 0.45, -1.0), (lay.sw_near[1] - 0.45, 1.0)]
@@ -831,7 +858,10 @@ def _sample_layout(rng, cfg: WorldConfig) -> _Layout:
     park_far = rng.uniform(2.2, 2.6) if rng.random() < 0.7 else 0.0
     sw_far_w, sw_near_w = rng.uniform(2.6, 4.5), rng.uniform(2.6, 4.5)
     sw_far = (kerb_far + park_far, kerb_far + park_far + sw_far_w)
-    v_si = min(kerb_near - rng.uniform(2.3, 2.7), ev0 - rng.uniform(0.6, 2.0))
+    # The ego-side strip between kerb and sidewalk: a parking lane, often widened into a parking
+    # lot (room for parked cars at any angle, and the side cameras see more than a wall).
+    lot = rng.uniform(3.0, 14.0) if rng.random() < 0.6 else 0.0
+    v_si = min(kerb_near - rng.uniform(2.3, 2.7), ev0 - rng.uniform(1.0, 3.0)) - lot
     sw_near = (v_si - sw_near_w, v_si)
     line_far = sw_far[1] + (rng.uniform(0.5, 6.0) if rng.random() < 0.7 else 0.3)
     line_near = sw_near[0] - (rng.uniform(0.5, 6.0) if rng.random() < 0.7 else 0.3)
@@ -918,17 +948,3 @@ def scene_from_boxes(boxes, lighting: Lighting | None = None, seed: int = 0, gro
         origin = (b.center[0], b.center[1], b.center[2] - b.size[2] / 2)
         asm.add_solid(tpl, origin, b.yaw, box_index=k)
     return asm.build(t_ns, tuple(boxes))
-
-
-def render(scene: Scene, camera):
-    """See perception.sim.render.render (re-exported here for the documented API)."""
-    from perception.sim.render import render as _render
-
-    return _render(scene, camera)
-
-
-def render_rig(scene: Scene, rig):
-    """See perception.sim.render.render_rig."""
-    from perception.sim.render import render_rig as _render_rig
-
-    return _render_rig(scene, rig)

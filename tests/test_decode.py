@@ -1,0 +1,87 @@
+"""CenterPoint targets and the in-graph decode: encode known boxes, decode them back."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from perception.model import ModelConfig, bev_cell_centers, decode, encode_targets
+
+BOXES = [  # (cls, centre, size, yaw, velocity)
+    ("car", (12.3, -4.1, 0.8), (4.5, 1.9, 1.6), 0.3, (5.0, -0.5)),
+    ("truck", (-20.7, 15.2, 1.6), (8.0, 2.5, 3.2), -2.8, (0.0, 0.0)),
+    ("pedestrian", (3.05, 7.77, 0.9), (0.6, 0.6, 1.75), 1.57, (1.2, 0.3)),
+    (3, (-5.5, -25.0, 0.85), (1.8, 0.6, 1.7), math.pi - 0.01, (-3.0, 2.0)),   # cyclist by index
+    ("traffic_cone", (30.9, 30.9, 0.3), (0.4, 0.4, 0.6), 0.0, (0.0, 0.0)),
+]
+
+
+def test_bev_cell_centers_orientation():
+    cfg = ModelConfig()
+    c = bev_cell_centers(cfg)
+    n = cfg.bev_cells
+    assert c.shape == (n, n, 2)
+    step = cfg.cell_size[0]
+    assert c[0, 0].tolist() == pytest.approx([-32 + step / 2, -32 + step / 2])
+    assert (c[1:, :, 0] > c[:-1, :, 0]).all() and (c[:, 1:, 0] == c[:, :-1, 0]).all()   # rows: x
+    assert (c[:, 1:, 1] > c[:, :-1, 1]).all() and (c[1:, :, 1] == c[:-1, :, 1]).all()   # cols: y
+
+
+def test_encode_targets_shapes_and_peaks():
+    cfg = ModelConfig()
+    heat, reg, mask = encode_targets(BOXES, cfg)
+    n = cfg.bev_cells
+    assert heat.shape == (cfg.num_classes, n, n) and reg.shape == (10, n, n) and mask.shape == (n, n)
+    assert heat.dtype == np.float32
+    assert mask.sum() == len(BOXES)
+    assert heat.max() == 1.0 and heat.min() >= 0.0
+    assert (heat == 1.0).sum() == len(BOXES)
+    # a Gaussian, not a point: neighbours of the car's peak are positive and below 1
+    i, j = np.argwhere(heat[0] == 1.0)[0]
+    assert 0 < heat[0, i + 1, j] < 1
+    # offsets within half a cell
+    assert (np.abs(reg[:2][:, mask > 0]) <= 0.5).all()
+
+
+def test_boxes_outside_the_grid_are_skipped():
+    cfg = ModelConfig()
+    heat, reg, mask = encode_targets([("car", (40.0, 0.0, 0.8), (4, 2, 1.5), 0.0, (0, 0))], cfg)
+    assert mask.sum() == 0 and heat.max() == 0
+
+
+def test_decode_recovers_encoded_boxes():
+    cfg = ModelConfig()
+    heat, reg, _ = encode_targets(BOXES, cfg)
+    heat_t = torch.from_numpy(heat)[None]
+    # make scores distinct so the order is checkable: scale each class's map
+    scale = torch.tensor([1.0, 0.9, 0.8, 0.7, 0.6]).reshape(1, -1, 1, 1)
+    boxes, scores, labels = decode(heat_t * scale, torch.from_numpy(reg)[None], cfg, k=20)
+    assert boxes.shape == (1, 20, 9) and scores.shape == (1, 20) and labels.dtype == torch.int64
+    assert (scores[0, :-1] >= scores[0, 1:]).all()
+    n = len(BOXES)
+    assert scores[0, n - 1] > 0.5 and scores[0, n] < 0.5
+    classes = [cfg.classes.index(b[0]) if isinstance(b[0], str) else b[0] for b in BOXES]
+    expected_order = sorted(range(n), key=lambda i: -scale[0, classes[i], 0, 0].item())
+    for rank, i in enumerate(expected_order):
+        cls, centre, size, yaw, vel = BOXES[i]
+        got = boxes[0, rank].numpy()
+        assert labels[0, rank].item() == classes[i]
+        np.testing.assert_allclose(got[:3], centre, atol=1e-3)
+        np.testing.assert_allclose(got[3:6], size, rtol=1e-5)
+        assert abs((got[6] - yaw + math.pi) % (2 * math.pi) - math.pi) < 1e-5
+        np.testing.assert_allclose(got[7:9], vel, atol=1e-5)
+
+
+def test_decode_suppresses_non_peaks():
+    cfg = ModelConfig()
+    heat = torch.zeros(1, cfg.num_classes, cfg.bev_cells, cfg.bev_cells)
+    heat[0, 0, 10, 10] = 0.9
+    heat[0, 0, 10, 11] = 0.8          # neighbour of a stronger peak: suppressed
+    heat[0, 0, 20, 20] = 0.7
+    boxes, scores, labels = decode(heat, torch.zeros(1, 10, cfg.bev_cells, cfg.bev_cells), cfg, k=3)
+    assert scores[0].tolist() == pytest.approx([0.9, 0.7, 0.0])
+    c = bev_cell_centers(cfg)
+    np.testing.assert_allclose(boxes[0, 0, :2].numpy(), c[10, 10].numpy(), atol=1e-5)
+    np.testing.assert_allclose(boxes[0, 0, 3:6].numpy(), [1.0, 1.0, 1.0])   # exp(0)
