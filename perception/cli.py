@@ -12,6 +12,8 @@ VERBS: dict[str, tuple[str, str]] = {
     "fuse": ("perception.fusion.node", "run the fusion node: sync cameras, run the model, publish detections"),
     "echo": ("perception.tools.echo", "print the messages of a topic (--json for one JSON object per line)"),
     "hz": ("perception.tools.hz", "measure the rate of a topic"),
+    "train": ("perception.train", "train the BEV ViT on the simulated world (checkpoints, resume)"),
+    "eval": ("perception.evaluate", "nuScenes-style metrics of a model on simulated test scenes"),
     "render": ("perception.sim.cli", "render the simulated world into the rig's cameras (PNG) and time the renderer"),
 }
 

@@ -144,6 +144,29 @@ def test_geometric_selection_picks_the_camera_that_sees_the_cell(cfg, model):
     assert bool((geo2["key_valid"] == 1).all())
 
 
+def test_selected_tokens_contain_the_patch_the_cell_projects_into(cfg, model):
+    """Checks the whole convention chain (K^-1 of the resized image, pixel centres, OpenCV camera
+    frame, T_ego_from_camera) against perception.geometry.project_points."""
+    from perception.geometry import project_points
+    from perception.model.bev import bev_points
+
+    rig = load_rig().resized(cfg.image_width, cfg.image_height)
+    _, k_inv, t, mask = make_inputs(cfg)
+    index = model.geometry(k_inv, t, mask)["index"][0]               # [Q, K]
+    points = bev_points(cfg).numpy().astype(np.float64)
+    checked = 0
+    for n, cam in enumerate(rig.cameras):
+        uv, depth = project_points(points, cam.K, cam.T_ego_from_camera)
+        inside = (depth > 1.0) & (uv[:, 0] >= 0) & (uv[:, 0] < cfg.image_width - 0.5) \
+            & (uv[:, 1] >= 0) & (uv[:, 1] < cfg.image_height - 0.5)
+        for q in np.flatnonzero(inside)[::7]:
+            r, c = int((uv[q, 1] + 0.5) // cfg.patch_size), int((uv[q, 0] + 0.5) // cfg.patch_size)
+            token = n * cfg.tokens_per_view + r * cfg.grid_w + c
+            assert token in index[q].tolist(), (cam.name, q, uv[q])
+            checked += 1
+    assert checked > 100
+
+
 def test_ablation_flags_build_and_run(cfg):
     x = make_inputs(cfg)
     for kw in ({"use_position_embedding": False}, {"cross_view": False},
@@ -229,6 +252,22 @@ def test_load_errors_and_random_init(tmp_path, cfg, model, caplog):
         assert torch.equal(v1, v2), k
 
 
+def test_custom_value_backward_matches_autograd():
+    from perception.model.bev import _AttendSelected, _attend_selected
+
+    g = torch.Generator().manual_seed(0)
+    B, H, Q, K, D, S = 2, 4, 5, 3, 8, 7
+    attn = torch.randn(B, H, Q, K, dtype=torch.float64, generator=g).requires_grad_()
+    values = torch.randn(B, S, D, dtype=torch.float64, generator=g).requires_grad_()
+    index = torch.stack([torch.randperm(S, generator=g)[:K] for _ in range(B * Q)]).reshape(B, Q, K)
+    mask = torch.zeros(H, D, dtype=torch.float64)
+    for h in range(H):
+        mask[h, 2 * h:2 * h + 2] = 1
+    assert torch.autograd.gradcheck(lambda a, v: _AttendSelected.apply(a, v, index, mask), (attn, values))
+    assert torch.equal(_AttendSelected.apply(attn, values, index, mask), _attend_selected(attn, values, index, mask))
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_onnx_export_matches_pytorch(tmp_path, cfg, model):
     ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
     onnx = pytest.importorskip("onnx", reason="onnx is not installed")
