@@ -11,6 +11,7 @@ is applied when batches are drawn.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -26,8 +27,8 @@ from perception.model.config import ModelConfig
 
 log = logging.getLogger("perception.dataset")
 
-TRAIN_SEED_BASE = 0                  # train worlds: seeds [0, 1e9)
-TEST_SEED_BASE = 1_000_000_000       # test worlds: seeds [1e9, ...): never used for training
+TRAIN_SEED_BASE = 0                  # train samples [0, 4e9): worlds [0, 1e9)
+TEST_SEED_BASE = 4_000_000_000       # test samples [4e9, ...): worlds from 1e9 on, never used for training
 MAX_OBJECTS = 64                     # boxes stored per sample (padded)
 BOX_FIELDS = 10                      # cls, x, y, z, l, w, h, yaw, vx, vy
 CACHE_DIR = REPO_ROOT / ".cache" / "dataset"
@@ -91,19 +92,32 @@ def array_to_boxes(arr: np.ndarray) -> list[tuple]:
     return [(int(r[0]), r[1:4], r[4:7], float(r[7]), r[8:10]) for r in arr if r[0] >= 0]
 
 
-def sample_instant(world_seed: int) -> tuple[np.random.Generator, int]:
-    """The sample's random generator and its instant: any time in the world's first hour."""
-    rng = np.random.default_rng(world_seed)
-    return rng, int(rng.integers(0, 3_600_000_000_000))
+SAMPLES_PER_WORLD = 4                # instants drawn from each world (building a world is the slow part)
 
 
-def render_sample(world_seed: int, rig: RigConfig, cfg: ModelConfig, randomization: RigRandomization):
+@functools.lru_cache(maxsize=2)
+def _world(world_seed: int):
+    from perception.sim import World
+
+    return World(world_seed)
+
+
+def sample_instant(sample_id: int) -> tuple[int, np.random.Generator, int]:
+    """(world seed, the sample's random generator, its instant). Samples come in runs of
+    SAMPLES_PER_WORLD instants of one world, anywhere in its first hour (minutes apart, so
+    the traffic differs)."""
+    world_seed = sample_id // SAMPLES_PER_WORLD
+    rng = np.random.default_rng([world_seed, sample_id % SAMPLES_PER_WORLD])
+    return world_seed, rng, int(rng.integers(0, 3_600_000_000_000))
+
+
+def render_sample(sample_id: int, rig: RigConfig, cfg: ModelConfig, randomization: RigRandomization):
     """One frame set: images [N, H, W, 3] uint8 at model resolution, K^-1 [N, 3, 3],
     T_ego_from_camera [N, 4, 4], boxes [MAX_OBJECTS, 10]."""
-    from perception.sim import World, render
+    from perception.sim import render
 
-    rng, t_ns = sample_instant(world_seed)
-    world = World(world_seed)
+    world_seed, rng, t_ns = sample_instant(sample_id)
+    world = _world(world_seed)
     scene = world.scene_at(t_ns)
     sample_rig = randomize_rig(rig, rng, randomization)
     W, H = cfg.image_width, cfg.image_height
@@ -120,7 +134,7 @@ def render_sample(world_seed: int, rig: RigConfig, cfg: ModelConfig, randomizati
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    split_seed: int                  # first world seed
+    split_seed: int                  # first sample id (world seed = sample id // SAMPLES_PER_WORLD)
     size: int
     rig_path: str
     image_width: int
@@ -174,9 +188,10 @@ def build_dataset(spec: DatasetSpec, cfg: ModelConfig, workers: int = 2, cache_d
     T = np.zeros((spec.size, n, 4, 4), np.float32)
     boxes = np.zeros((spec.size, MAX_OBJECTS, BOX_FIELDS), np.float32)
     jobs = [(spec.split_seed + i, spec.rig_path, cfg, spec.randomization) for i in range(spec.size)]
+    # chunks of whole worlds per worker, so each world is built once
     ctx = mp.get_context("spawn" if workers > 1 else "fork")
     with ctx.Pool(workers) if workers > 1 else _Serial() as pool:
-        it = pool.imap(_render_worker, jobs, chunksize=8)
+        it = pool.imap(_render_worker, jobs, chunksize=4 * SAMPLES_PER_WORLD)
         for i, (im, ki, t, b) in enumerate(tqdm(it, total=spec.size, desc="rendering scenes", unit="scene",
                                                 disable=not progress)):
             images[i], kinv[i], T[i], boxes[i] = im, ki, t, b

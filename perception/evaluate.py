@@ -3,7 +3,8 @@
     perception eval --scenes 500 --seed 0 --json out/eval/report.json
     perception eval --rig rigs/unseen_5cam.yaml        # a rig the model was never trained on
 
-Scenes come from the test world seeds (1e9 + seed + i), which training never uses. Each scene
+Scenes come from the test split (sample ids 4e9 + seed + i: worlds from 1e9 on), which
+training never uses. Each scene
 goes through the same preprocessing and engine interface as the live node. Writes the metrics
 (JSON), a precision-recall plot and a picture of one scene (camera views with projected
 boxes, and the BEV with truth and detections).
@@ -76,8 +77,8 @@ def run_eval(model_dir, scenes: int, seed: int, rig_path, backend: str = "torch"
     dets, gts, first = [], [], None
     t_model = []
     for i in tqdm(range(scenes), desc="evaluating", unit="scene", disable=not progress):
-        world_seed = TEST_SEED_BASE + seed + i
-        images, kinv, T, boxes = render_sample(world_seed, rig, model_cfg, RigRandomization.none())
+        sample_id = TEST_SEED_BASE + seed + i
+        images, kinv, T, boxes = render_sample(sample_id, rig, model_cfg, RigRandomization.none())
         inputs = pad_to_model({"images": images[None], "intrinsics_inv": kinv[None], "ego_from_camera": T[None],
                                "camera_mask": np.ones((1, len(rig.cameras)), np.float32)}, model_cfg.num_cameras)
         t0 = time.perf_counter()
@@ -88,9 +89,9 @@ def run_eval(model_dir, scenes: int, seed: int, rig_path, backend: str = "torch"
         dets += d
         gts += g
         if first is None:
-            first = (world_seed, g, [b for b in d if b.score >= 0.3])
+            first = (sample_id, g, [b for b in d if b.score >= 0.3])
     metrics = evaluate(dets, gts, model_cfg.classes)
-    metrics.update(scenes=scenes, seed=seed, test_world_seeds=[TEST_SEED_BASE + seed, TEST_SEED_BASE + seed + scenes - 1],
+    metrics.update(scenes=scenes, seed=seed, test_sample_ids=[TEST_SEED_BASE + seed, TEST_SEED_BASE + seed + scenes - 1],
                    rig=str(rig_path), model=str(model_dir), backend=engine.name,
                    engine_ms_median=float(np.median(t_model) * 1e3))
     return metrics, first, rig, model_cfg
@@ -127,8 +128,8 @@ def save_scene_picture(first, rig, path: Path) -> None:
     from perception.dataset import sample_instant
     from perception.sim import World, render
 
-    world_seed, gt, det = first
-    _, t_ns = sample_instant(world_seed)
+    sample_id, gt, det = first
+    world_seed, _, t_ns = sample_instant(sample_id)
     scene = World(world_seed).scene_at(t_ns)
     images = [render(scene, cam) for cam in rig.cameras]
     from perception.viz import scene_picture
@@ -153,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=str(pcfg.DEFAULT_MODEL_DIR), help="model directory")
     p.add_argument("--rig", default=str(pcfg.DEFAULT_RIG), help="rig YAML (cameras beyond the model's are an error; fewer are masked)")
     p.add_argument("--scenes", type=int, default=300, help="number of test scenes")
-    p.add_argument("--seed", type=int, default=0, help="first test scene (world seed 1e9 + seed)")
+    p.add_argument("--seed", type=int, default=0, help="first test scene (sample id 4e9 + seed)")
     p.add_argument("--backend", default="torch", help="engine backend")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", default=None, help="write the metrics here (JSON)")

@@ -36,7 +36,7 @@ class TrainConfig:
     out: str = str(pcfg.DEFAULT_MODEL_DIR)
     rig: str = str(pcfg.DEFAULT_RIG)
     seed: int = 0
-    scenes: int = 6000               # rendered training scenes (world seeds 0 .. scenes-1)
+    scenes: int = 8000               # rendered training scenes (world seeds 0 .. scenes-1)
     steps: int = 6000
     batch: int = 8
     lr: float = 2e-3
@@ -46,7 +46,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     reg_weight: float = 0.25         # CenterPoint's weight of the box regression loss
     camera_dropout: float = 0.15     # probability a sample loses one random camera
-    bf16: bool = True                # bf16 autocast: AMX matmuls on CPUs that have them
+    bf16: bool = False               # bf16 autocast: measured no faster here (memory-bound step), kept as an option
     threads: int = 2
     workers: int = 2                 # scene-rendering processes
     checkpoint_every: int = 500
@@ -153,6 +153,9 @@ def train(tc: TrainConfig, model_cfg, resume: bool = False, progress: bool = Tru
     from perception.model import BEVViT
     from perception.model.weights import count_parameters, save_model
 
+    from perception.model.cpu_tuning import tune_cpu_allocator
+
+    tune_cpu_allocator()              # keeps big freed activations mapped: ~1.5x faster steps here
     torch.manual_seed(tc.seed)
     torch.set_num_threads(tc.threads)
     out = Path(tc.out)
@@ -205,7 +208,7 @@ def train(tc: TrainConfig, model_cfg, resume: bool = False, progress: bool = Tru
         opt.step()
         step += 1
 
-        history.append([step, float(l_heat), float(l_reg)])
+        history.append([step, l_heat.item(), l_reg.item()])
         bar.update(1)
         if step % 10 == 0:
             bar.set_postfix(heat=f"{np.mean([h[1] for h in history[-50:]]):.3f}",

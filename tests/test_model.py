@@ -78,6 +78,19 @@ def test_training_path_runs_backward(cfg, model):
         model.eval()
 
 
+def test_training_under_bf16_autocast(cfg, model):
+    model.train()
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model.forward_train(*make_inputs(cfg, batch=1))
+        loss = out["heatmap_logits"].float().sigmoid().mean() + out["regression"].float().square().mean()
+        loss.backward()
+        assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.eval()
+
+
 @pytest.mark.parametrize("missing", [[1], [0, 3]])
 def test_missing_camera_pixels_never_reach_the_output(cfg, model, missing):
     images, k_inv, t, mask = make_inputs(cfg, batch=2)
@@ -277,7 +290,9 @@ def test_onnx_export_matches_pytorch(tmp_path, cfg, model):
     with torch.no_grad():
         torch.onnx.export(model, x, str(path), input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES),
                           opset_version=17, dynamo=False)
-    graph = onnx.load(str(path)).graph
+    proto = onnx.load(str(path))
+    onnx.checker.check_model(proto)
+    graph = proto.graph
     ops = {n.op_type for n in graph.node}
     forbidden = {"NonZero", "Inverse", "Loop", "If", "Scan", "ScatterND", "Einsum", "EyeLike"}
     assert not ops & forbidden, ops & forbidden

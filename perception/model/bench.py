@@ -1,8 +1,9 @@
 """Quick CPU timing of the model: `python -m perception.model.bench [--threads 2] [--batch 8]`.
 
-Prints parameters, analytic FLOPs, forward latency at batch 1 (inference_mode) and the time of
-a forward+backward+AdamW step at --batch, medians over a few repetitions. Random weights and
-inputs: timing does not depend on them.
+Prints parameters, analytic FLOPs, forward latency at batch 1 (inference_mode; with --onnx also
+ONNX Runtime on the CPU) and the time of a forward+backward+AdamW step at --batch, medians over a
+few repetitions. Random weights and inputs: timing does not depend on them. On a shared machine
+run it when nothing else is busy (the numbers scale with the load).
 """
 from __future__ import annotations
 
@@ -43,8 +44,33 @@ def _median_ms(fn, reps: int, warmup: int = 2) -> float:
     return 1e3 * statistics.median(times)
 
 
+def onnxruntime_latency_ms(model: BEVViT, cfg: ModelConfig, threads: int = 2, reps: int = 10) -> float:
+    """Export to ONNX (opset 17) in a temporary directory and time ONNX Runtime (CPU) at batch 1."""
+    import tempfile
+    import warnings
+    from pathlib import Path
+
+    import onnxruntime as ort
+
+    from perception.model.vit import INPUT_NAMES, OUTPUT_NAMES
+
+    x = example_inputs(cfg, 1)
+    with tempfile.TemporaryDirectory() as d:
+        path = str(Path(d) / "model.onnx")
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model.eval(), x, path, input_names=list(INPUT_NAMES),
+                              output_names=list(OUTPUT_NAMES), opset_version=17, dynamo=False)
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    feeds = {n: v.numpy() for n, v in zip(INPUT_NAMES, x)}
+    return _median_ms(lambda: sess.run(None, feeds), reps)
+
+
 def benchmark(cfg: ModelConfig | None = None, threads: int = 2, batch: int = 8, reps: int = 10,
-              train_reps: int = 6, tune: bool = True, bf16: bool = False) -> dict:
+              train_reps: int = 6, tune: bool = True, bf16: bool = False, onnx: bool = False) -> dict:
     cfg = cfg or ModelConfig()
     torch.set_num_threads(threads)
     tuned = tune_cpu_allocator() if tune else False
@@ -56,6 +82,8 @@ def benchmark(cfg: ModelConfig | None = None, threads: int = 2, batch: int = 8, 
     x1 = example_inputs(cfg, 1)
     with torch.inference_mode():
         out["forward_b1_ms"] = _median_ms(lambda: model(*x1), reps)
+    if onnx:
+        out["onnxruntime_b1_ms"] = onnxruntime_latency_ms(model, cfg, threads, reps)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     xb = example_inputs(cfg, batch)
@@ -79,8 +107,10 @@ def main(argv=None) -> None:
     p.add_argument("--reps", type=int, default=10)
     p.add_argument("--no-tune", action="store_true", help="leave glibc malloc settings alone")
     p.add_argument("--bf16", action="store_true", help="train step under CPU bf16 autocast")
+    p.add_argument("--onnx", action="store_true", help="also time ONNX Runtime (CPU) at batch 1")
     a = p.parse_args(argv)
-    res = benchmark(threads=a.threads, batch=a.batch, reps=a.reps, tune=not a.no_tune, bf16=a.bf16)
+    res = benchmark(threads=a.threads, batch=a.batch, reps=a.reps, tune=not a.no_tune, bf16=a.bf16,
+                    onnx=a.onnx)
     for k, v in res.items():
         print(f"{k:24s} {v:.3f}" if isinstance(v, float) else f"{k:24s} {v}")
 

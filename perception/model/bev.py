@@ -27,7 +27,7 @@ Geometric top-K cross-view attention (design notes §7):
    missing cameras multiplied by 0 before the gathers: their pixels can never reach the output.
 
 Layouts are chosen so that the ONNX graph needs no large Transpose: logits, geometry bias and
-attention weights are all [B, H, Q, K]; geometry features are channel-first [B, 7, Q, K].
+attention weights are all [B, H, Q, K]; geometry features are channel-first [7, B, Q, K].
 TopK indices carry no gradient; everything else is differentiable.
 """
 from __future__ import annotations
@@ -37,6 +37,7 @@ from torch import Tensor, nn
 
 from perception.model.attention import MASK_VALUE, Mlp
 from perception.model.config import ModelConfig
+from perception.model.decode import bev_cell_centers
 
 _INVALID = -5.0e3        # a selected key scoring below this comes from a masked camera
 
@@ -44,8 +45,6 @@ _INVALID = -5.0e3        # a selected key scoring below this comes from a masked
 def bev_points(cfg: ModelConfig) -> Tensor:
     """[Q, 3] ego-frame points the BEV queries look at, Q = Hb*Wb in row-major order of the
     [Hb, Wb] grid (row i indexes x, column j indexes y; see decode.bev_cell_centers)."""
-    from perception.model.decode import bev_cell_centers
-
     xy = bev_cell_centers(cfg).reshape(-1, 2)
     z = torch.full((xy.shape[0], 1), float(cfg.bev_query_height))
     return torch.cat([xy, z], dim=-1)

@@ -43,8 +43,9 @@ def load_model(directory, *, allow_random_init: bool = False, seed: int = 0):
     directory = Path(directory)
     cfg = load_model_config(directory / CONFIG_FILE)
     weights = directory / WEIGHTS_FILE
-    torch.manual_seed(seed)
-    model = BEVViT(cfg)
+    with torch.random.fork_rng(devices=[]):       # seeded init without touching the caller's RNG
+        torch.manual_seed(seed)
+        model = BEVViT(cfg)
     if weights.exists():
         try:
             state = load_file(str(weights), device="cpu")

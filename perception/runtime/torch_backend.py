@@ -12,8 +12,10 @@ from perception.runtime.base import OUTPUT_NAMES, Engine, check_inputs
 class TorchEngine(Engine):
     def __init__(self, model_dir: str | Path, device: str = "cpu", threads: int | None = None,
                  allow_random_init: bool = False):
+        from perception.model.cpu_tuning import tune_cpu_allocator
         from perception.model.weights import load_model
 
+        tune_cpu_allocator()
         if threads:
             torch.set_num_threads(threads)
         self.device = torch.device(device)
