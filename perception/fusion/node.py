@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-cameras", type=int, default=1, help="never publish a set with fewer cameras")
     p.add_argument("--score-threshold", type=float, default=0.3, help="minimum detection score published")
     p.add_argument("--stale-ms", type=float, default=500.0, help="camera age above which status reports it STALE")
+    p.add_argument("--no-online-score", action="store_true",
+                   help="do not subscribe to sim/truth (by default, when the simulator publishes ground truth, "
+                        "status carries a live nuScenes-style mAP over the last 100 frame sets)")
     p.add_argument("--allow-random-init", action="store_true",
                    help="run with seeded random weights when the model directory has none (smoke tests)")
     p.add_argument("--duration", type=float, default=None, help="exit after this many seconds")
@@ -71,7 +74,14 @@ class FusionNode:
         self.sync = ApproximateTimeSync(names, int(args.max_span_ms * 1e6), int(args.timeout_ms * 1e6),
                                         min_cameras=args.min_cameras)
         endpoints = args.camera_endpoints or [cfg.camera_endpoint(i) for i in range(len(names))]
-        self.sub = Subscriber(endpoints, [cfg.camera_topic(n) for n in names])
+        self.online = None
+        topics = [cfg.camera_topic(n) for n in names]
+        if not args.no_online_score:
+            from perception.fusion.online_score import OnlineScore
+
+            self.online = OnlineScore(self.model_cfg.classes, self.model_cfg.bev_x_range, self.model_cfg.bev_y_range)
+            topics.append(cfg.TRUTH_TOPIC)
+        self.sub = Subscriber(endpoints, topics)
         self.pub = Publisher(args.publish)
         self.cameras = {n: CameraCounters() for n in names}
         self.rejected: dict[str, int] = {}
@@ -135,6 +145,9 @@ class FusionNode:
             now = time.time_ns()
             ready = []
             for rx in received:
+                if rx.topic == cfg.TRUTH_TOPIC:
+                    self.online.add_truth(rx.msg)
+                    continue
                 frame = self._accept(rx, now)
                 if frame is not None:
                     ready += self.sync.push(frame, now)
@@ -152,6 +165,8 @@ class FusionNode:
         msg = self.pipeline.process(frameset, publish_ns=time.time_ns())
         now = time.time_ns()
         self.pub.publish("detections", msg)
+        if self.online is not None:
+            self.online.add_detections(msg)
         t = msg.timings
         for stage, v in zip(STAGES, (t.sync_wait_ms, t.preprocess_ms, t.inference_ms, t.postprocess_ms, t.total_ms)):
             self.stages[stage].add(v)
@@ -178,6 +193,9 @@ class FusionNode:
         for stage in STAGES:
             r = self.stages[stage]
             msg.stages.add(stage=stage, p50_ms=r.percentile(50), p99_ms=r.percentile(99), max_ms=r.max())
+        score = self.online.score() if self.online is not None else None
+        if score is not None:
+            msg.online_score, msg.online_score_name = score, f"{self.online.name} (last {len(self.online.pairs)} sets)"
         stale = [s.camera_name for s in msg.cameras if s.level == status_pb2.LEVEL_STALE]
         msg.level = worst
         msg.message = f"stale cameras: {', '.join(stale)}" if stale else "ok"

@@ -1,0 +1,66 @@
+"""Online score of the live pipeline against the simulator's ground truth (topic sim/truth).
+
+Each published Detections message is paired with the ground truth of the same capture
+instant (the sim publishes truth stamped with the front camera's capture time; the nearest
+truth within `max_offset_ns` is used), and nuScenes-style mAP is computed over the last
+`window` pairs. Only published detections (above the node's score threshold) count, so this
+is a live health indicator, not a replacement for `perception eval`.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+
+import numpy as np
+
+from perception.metrics import Box, evaluate
+
+
+def _boxes(objects, frame: int, classes) -> list[Box]:
+    out = []
+    for o in objects:
+        c = o.object_class - 1
+        if 0 <= c < len(classes):
+            out.append(Box(frame, classes[c], np.array([o.center.x, o.center.y, o.center.z]),
+                           np.array([o.size.x, o.size.y, o.size.z]), float(o.yaw),
+                           np.array([o.velocity.x, o.velocity.y]), float(o.score)))
+    return out
+
+
+class OnlineScore:
+    name = "online mAP"
+
+    def __init__(self, classes, bev_x_range, bev_y_range, window: int = 100, max_offset_ns: int = 60_000_000):
+        self.classes = tuple(classes)
+        self.x_range, self.y_range = bev_x_range, bev_y_range
+        self.window = window
+        self.max_offset_ns = max_offset_ns
+        self.truth: OrderedDict[int, list] = OrderedDict()     # stamp -> objects, newest last
+        self.pairs: deque = deque(maxlen=window)
+        self.frame = 0
+
+    def add_truth(self, msg) -> None:
+        inside = [o for o in msg.objects if self.x_range[0] <= o.center.x < self.x_range[1]
+                  and self.y_range[0] <= o.center.y < self.y_range[1]]
+        self.truth[msg.stamp_ns] = inside
+        while len(self.truth) > 64:
+            self.truth.popitem(last=False)
+
+    def add_detections(self, msg) -> bool:
+        """Pair a Detections message with its truth; False when none is close enough in time."""
+        if not self.truth:
+            return False
+        ref = [f.capture_end_ns for f in msg.frames] or [msg.stamp_ns]
+        stamp = min(self.truth, key=lambda s: min(abs(s - r) for r in ref))
+        if min(abs(stamp - r) for r in ref) > self.max_offset_ns:
+            return False
+        self.frame += 1
+        self.pairs.append((_boxes(msg.objects, self.frame, self.classes),
+                           _boxes(self.truth[stamp], self.frame, self.classes)))
+        return True
+
+    def score(self) -> float | None:
+        if not self.pairs:
+            return None
+        dets = [b for d, _ in self.pairs for b in d]
+        gts = [b for _, g in self.pairs for b in g]
+        return evaluate(dets, gts, self.classes)["mAP"]
