@@ -32,7 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--rig", default=str(cfg.DEFAULT_RIG), help="rig YAML (cameras and calibration)")
     p.add_argument("--model", default=str(cfg.DEFAULT_MODEL_DIR), help="model directory (config.yaml + model.safetensors)")
-    p.add_argument("--backend", default="auto", help="engine backend: auto, torch")
+    from perception.runtime import BACKEND_CHOICES
+
+    p.add_argument("--backend", default="auto", choices=BACKEND_CHOICES, metavar="BACKEND",
+                   help="engine backend, NAME or NAME:PRECISION: " + ", ".join(BACKEND_CHOICES) + ". auto: TensorRT "
+                        "(fp16) when importable and a GPU is present, else ONNX Runtime, else PyTorch; the status "
+                        "message reports what runs (e.g. onnxruntime-cpu, tensorrt-fp16)")
     p.add_argument("--threads", type=int, default=2, help="CPU threads for the engine")
     p.add_argument("--camera-endpoints", nargs="*", default=None,
                    help="endpoints to subscribe to (default: tcp://127.0.0.1:5550+i for camera i of the rig)")

@@ -43,19 +43,42 @@ def camera_rays(pixels: Tensor, intrinsics_inv: Tensor, ego_from_camera: Tensor)
     return d, ego_from_camera[..., :3, 3]
 
 
+def stem_channels(cfg: ModelConfig) -> list[int]:
+    """Output channels of the conv stem's stride-2 layers (log2(patch_size) of them)."""
+    layers = int(math.log2(cfg.patch_size))
+    return [min(cfg.dim, cfg.stem_width * 2 ** i) for i in range(layers)]
+
+
 class PatchEmbed(nn.Module):
-    """uint8 BGR views -> patch tokens, by reshape + Linear (exports as Reshape/Transpose/MatMul)."""
+    """uint8 BGR views -> one token per patch_size x patch_size patch.
+
+    "linear": reshape + Linear (Reshape/Transpose/MatMul). "conv": stride-2 3x3 convs + ReLU
+    down to the patch grid, then a 1x1 projection to dim (Conv/Relu), so every token still
+    stands for exactly one patch, with a local inductive bias that trains much faster."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.P = cfg.patch_size
         self.gh, self.gw = cfg.grid_h, cfg.grid_w
-        self.proj = nn.Linear(self.P * self.P * 3, cfg.dim)
+        self.conv = cfg.patch_stem == "conv"
+        if self.conv:
+            layers, cin = [], 3
+            for cout in stem_channels(cfg):
+                layers += [nn.Conv2d(cin, cout, 3, stride=2, padding=1), nn.ReLU()]
+                cin = cout
+            self.stem = nn.Sequential(*layers)
+            self.proj = nn.Conv2d(cin, cfg.dim, 1)
+        else:
+            self.proj = nn.Linear(self.P * self.P * 3, cfg.dim)
 
     def forward(self, images: Tensor) -> Tensor:            # [B, N, H, W, 3] uint8
         B, N, H, W, C = images.shape
         P = self.P
         x = images.to(torch.float32) * PIXEL_SCALE + PIXEL_SHIFT
+        if self.conv:
+            x = x.reshape(B * N, H, W, C).permute(0, 3, 1, 2)              # [B*N, 3, H, W]
+            x = self.proj(self.stem(x))                                    # [B*N, D, gh, gw]
+            return x.flatten(2).transpose(1, 2)                            # [B*N, T, D]
         x = x.reshape(B * N, self.gh, P, self.gw, P, C)
         x = x.permute(0, 1, 3, 2, 4, 5).reshape(B * N, self.gh * self.gw, P * P * C)
         return self.proj(x)                                  # [B*N, T, D]

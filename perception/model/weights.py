@@ -101,7 +101,17 @@ def flops_per_frameset(cfg: ModelConfig) -> int:
     mlp = int(D * cfg.mlp_ratio)
     bev_mlp = int(D * cfg.bev_mlp_ratio)
     pos = cfg.use_position_embedding
-    macs = N * T * P * P * 3 * D                                      # patch embedding
+    if cfg.patch_stem == "conv":                                      # stride-2 3x3 convs, 1x1 proj
+        from perception.model.embed import stem_channels
+
+        macs, cin, h, w = 0, 3, cfg.image_height, cfg.image_width
+        for cout in stem_channels(cfg):
+            h, w = (h + 1) // 2, (w + 1) // 2
+            macs += N * h * w * 9 * cin * cout
+            cin = cout
+        macs += N * T * cin * D
+    else:
+        macs = N * T * P * P * 3 * D                                  # patch embedding
     if pos:
         macs += N * T * (6 * 64 + 64 * D)                             # ray embedding MLP
         macs += Q * (18 * 64 + 64 * D)                                # BEV query MLP

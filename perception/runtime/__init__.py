@@ -1,6 +1,22 @@
-"""Engine backends behind one interface (see base.Engine) and the factory that picks one."""
+"""Engine backends behind one interface (see base.Engine) and the factory that picks one.
+
+Backends: torch (CPU, or CUDA), onnxruntime (CPU execution provider, CUDA where onnxruntime-gpu
+provides it), tensorrt (CUDA GPU + TensorRT 10). A backend spec is NAME or NAME:PRECISION:
+
+    auto              tensorrt:fp16 when TensorRT is importable and a CUDA GPU is present, else
+                      onnxruntime when it is installed, else torch
+    torch             fp32 on CPU, fp16 autocast on CUDA      torch:bf16  bf16 autocast (CPU/CUDA)
+    torch:fp16        CUDA only                                torch:fp32  explicit fp32
+    onnxruntime       fp32 (CPU EP, or CUDA EP when present)
+    tensorrt          fp16 (softmax/score layers pinned fp32)  tensorrt:fp32
+
+The engine's `name` says what actually runs ("torch-cpu", "torch-cpu-bf16", "onnxruntime-cpu",
+"onnxruntime-cuda", "tensorrt-fp16", ...); the fusion node publishes it in its status.
+Importing this package is cheap: no torch, onnxruntime or tensorrt until an engine is created.
+"""
 from __future__ import annotations
 
+import importlib.util
 import logging
 from pathlib import Path
 
@@ -8,19 +24,101 @@ from perception.runtime.base import INPUT_NAMES, OUTPUT_NAMES, Engine
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "torch")
+BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
+PRECISIONS = {"torch": ("fp32", "bf16", "fp16"), "onnxruntime": ("fp32",), "tensorrt": ("fp16", "fp32", "int8")}
+# what `--backend` accepts (fusion node, bench)
+BACKEND_CHOICES = ("auto", "torch", "torch:fp32", "torch:bf16", "torch:fp16", "onnxruntime",
+                   "tensorrt", "tensorrt:fp16", "tensorrt:fp32")
+
+
+def parse_backend(spec: str) -> tuple[str, str | None]:
+    """'name' or 'name:precision' -> (name, precision or None). Raises ValueError with the choices."""
+    name, _, precision = str(spec).strip().lower().partition(":")
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {spec!r}; choose from {', '.join(BACKEND_CHOICES)}")
+    if precision:
+        allowed = PRECISIONS.get(name, ())
+        if precision not in allowed:
+            raise ValueError(f"backend {name!r} has no precision {precision!r}; choose from {', '.join(allowed) or 'none'}")
+    return name, precision or None
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def gpu_present() -> bool:
+    """A CUDA GPU usable from torch (False on the CPU build of torch)."""
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def available_backends() -> dict[str, str]:
+    """{backend: why it is (not) usable here} for torch, onnxruntime, tensorrt; usable ones start with 'yes'."""
+    out = {"torch": "yes" if _importable("torch") else "no: torch is not installed"}
+    if not _importable("onnxruntime"):
+        out["onnxruntime"] = "no: onnxruntime is not installed (pip install -e '.[onnx]')"
+    elif not _importable("onnx"):
+        out["onnxruntime"] = "yes (no onnx package: only an existing, up-to-date export can be used)"
+    else:
+        out["onnxruntime"] = "yes"
+    if not _importable("tensorrt"):
+        out["tensorrt"] = "no: TensorRT is not installed"
+    elif not gpu_present():
+        out["tensorrt"] = "no: TensorRT is installed but there is no CUDA GPU"
+    else:
+        out["tensorrt"] = "yes"
+    return out
+
+
+def resolve_backend(spec: str = "auto") -> tuple[str, str | None]:
+    """The (backend, precision) that `spec` means here; "auto" walks tensorrt -> onnxruntime -> torch."""
+    name, precision = parse_backend(spec)
+    if name != "auto":
+        return name, precision
+    avail = available_backends()
+    for candidate in ("tensorrt", "onnxruntime", "torch"):
+        if avail[candidate].startswith("yes"):
+            return candidate, None
+    raise RuntimeError("no engine backend is usable: " + "; ".join(f"{k}: {v}" for k, v in avail.items()))
 
 
 def create_engine(backend: str, model_dir: str | Path, *, threads: int | None = None,
-                  allow_random_init: bool = False) -> Engine:
-    """Load the model in `model_dir` with the requested backend ("auto" picks the best available)."""
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
-    from perception.runtime.torch_backend import TorchEngine
+                  allow_random_init: bool = False, device: str | None = None, **options) -> Engine:
+    """Load the model in `model_dir` with the requested backend spec ("auto" picks the best available).
 
-    engine = TorchEngine(model_dir, threads=threads, allow_random_init=allow_random_init)
-    log.info("engine: %s (%s)", engine.name, model_dir)
+    device: "cpu" / "cuda" / None (torch and onnxruntime: CUDA when present). Further keyword
+    options go to the backend's constructor (e.g. graph_optimization="extended" for onnxruntime,
+    cache_geometry=False for torch, cache_dir=... for tensorrt)."""
+    name, precision = resolve_backend(backend)
+    if name == "torch":
+        from perception.runtime.torch_backend import TorchEngine
+
+        dev = device or ("cuda" if gpu_present() else "cpu")
+        engine = TorchEngine(model_dir, device=dev, threads=threads, allow_random_init=allow_random_init,
+                             precision=precision, **options)
+    elif name == "onnxruntime":
+        from perception.runtime.onnxruntime_backend import OnnxRuntimeEngine
+
+        engine = OnnxRuntimeEngine(model_dir, threads=threads, allow_random_init=allow_random_init,
+                                   device=device, **options)
+    else:
+        from perception.runtime.tensorrt_backend import TensorRTEngine
+
+        if precision == "int8":
+            from perception.runtime.tensorrt_backend import INT8_REFUSAL
+
+            raise ValueError(INT8_REFUSAL)
+        engine = TensorRTEngine(model_dir, precision or "fp16", allow_random_init=allow_random_init, **options)
+    log.info("engine: %s (%s, requested %s)", engine.name, model_dir, backend)
     return engine
 
 
-__all__ = ["BACKENDS", "INPUT_NAMES", "OUTPUT_NAMES", "Engine", "create_engine"]
+__all__ = ["BACKENDS", "BACKEND_CHOICES", "INPUT_NAMES", "OUTPUT_NAMES", "Engine", "available_backends",
+           "create_engine", "gpu_present", "parse_backend", "resolve_backend"]

@@ -1,0 +1,108 @@
+"""ONNX Runtime backend: CPU execution provider, or CUDA where onnxruntime-gpu provides it.
+
+On first use the model is exported to engines/<model>/<model>.onnx (or re-exported when the
+sidecar's fingerprint of config, weights and model code no longer matches: onnx_export.ensure_onnx).
+
+Session options (all constructor arguments, defaults in brackets; see docs/engines.md for how
+each was measured):
+- intra_op threads [--threads, else ORT's default]
+- graph optimisation level: disable | basic | extended | all [all]
+- execution mode: sequential | parallel [sequential]; inter-op threads [1] (used by parallel only)
+- allow_spinning [ORT default, on]: idle intra-op threads spin for a while before sleeping. Faster
+  on an otherwise idle machine; on a CPU shared with the camera processes it burns their cycles.
+- profile_dir: ONNX Runtime's per-op profiler writes its JSON there (never into the cwd).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from perception.runtime.base import INPUT_NAMES, OUTPUT_NAMES, Engine, check_inputs
+
+OPT_LEVELS = ("disable", "basic", "extended", "all")
+EXECUTION_MODES = ("sequential", "parallel")
+
+
+def _opt_level(ort, level: str):
+    return {"disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[level]
+
+
+def cuda_provider_available() -> bool:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return False
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+class OnnxRuntimeEngine(Engine):
+    def __init__(self, model_dir: str | Path, threads: int | None = None, allow_random_init: bool = False,
+                 onnx_path: str | Path | None = None, device: str | None = None, graph_optimization: str = "all",
+                 execution_mode: str = "sequential", inter_op_threads: int | None = None,
+                 allow_spinning: bool | None = None, profile_dir: str | Path | None = None):
+        import onnxruntime as ort
+
+        from perception.runtime.onnx_export import ensure_onnx, read_sidecar
+
+        if graph_optimization not in OPT_LEVELS:
+            raise ValueError(f"graph_optimization must be one of {OPT_LEVELS}, got {graph_optimization!r}")
+        if execution_mode not in EXECUTION_MODES:
+            raise ValueError(f"execution_mode must be one of {EXECUTION_MODES}, got {execution_mode!r}")
+        self.onnx_path = ensure_onnx(model_dir, onnx_path, allow_random_init=allow_random_init)
+        side = read_sidecar(self.onnx_path) or {}
+        self.input_shapes = {v["name"]: tuple(v["shape"]) for v in side.get("inputs", [])}
+
+        so = ort.SessionOptions()
+        if threads:
+            so.intra_op_num_threads = int(threads)
+        so.execution_mode = (ort.ExecutionMode.ORT_SEQUENTIAL if execution_mode == "sequential"
+                             else ort.ExecutionMode.ORT_PARALLEL)
+        so.inter_op_num_threads = int(inter_op_threads or 1)
+        so.graph_optimization_level = _opt_level(ort, graph_optimization)
+        if allow_spinning is not None:
+            so.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
+        if profile_dir is not None:
+            Path(profile_dir).mkdir(parents=True, exist_ok=True)
+            so.enable_profiling = True
+            so.profile_file_prefix = str(Path(profile_dir) / "ort_profile")
+
+        want_cuda = device == "cuda" or (device is None and cuda_provider_available())
+        if device == "cuda" and not cuda_provider_available():
+            raise ValueError("onnxruntime backend: device cuda requested but this onnxruntime has no "
+                               "CUDAExecutionProvider (install onnxruntime-gpu)")
+        providers = (["CUDAExecutionProvider", "CPUExecutionProvider"] if want_cuda else ["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(str(self.onnx_path), so, providers=providers)
+        self.providers = self.session.get_providers()
+        self.device = "cuda" if self.providers and self.providers[0] == "CUDAExecutionProvider" else "cpu"
+        self.name = f"onnxruntime-{self.device}"
+        self.options = {"threads": threads, "graph_optimization": graph_optimization,
+                        "execution_mode": execution_mode, "inter_op_threads": so.inter_op_num_threads,
+                        "allow_spinning": allow_spinning, "providers": self.providers}
+        self._outputs = [o.name for o in self.session.get_outputs()]
+        missing = set(OUTPUT_NAMES) - set(self._outputs)
+        if missing:
+            raise RuntimeError(f"{self.onnx_path} lacks outputs {sorted(missing)}")
+
+    def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        check_inputs(inputs)
+        shape = self.input_shapes.get("images")
+        if shape and tuple(inputs["images"].shape) != shape:
+            raise ValueError(f"{self.onnx_path.name} was exported for images {list(shape)}, got "
+                             f"{list(inputs['images'].shape)} (export again with `perception export --batch`)")
+        outs = self.session.run(self._outputs, {n: inputs[n] for n in INPUT_NAMES})
+        return dict(zip(self._outputs, outs))
+
+    def end_profiling(self) -> str | None:
+        """Stop ORT's profiler and return the JSON file it wrote (None when profiling is off)."""
+        try:
+            path = self.session.end_profiling()
+        except Exception:
+            return None
+        return path or None
+
+    def close(self) -> None:
+        self.session = None
