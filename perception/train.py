@@ -156,6 +156,10 @@ def train(tc: TrainConfig, model_cfg, resume: bool = False, progress: bool = Tru
     from perception.model.cpu_tuning import tune_cpu_allocator
 
     tune_cpu_allocator()              # keeps big freed activations mapped: ~1.5x faster steps here
+    # Adam's second moments and late-training gradients underflow into denormal floats, which
+    # x86 handles in microcode at ~100x the cost: flushing them to zero changes no result
+    # that matters and kept the step time from doubling after a few hundred steps.
+    torch.set_flush_denormal(True)
     torch.manual_seed(tc.seed)
     torch.set_num_threads(tc.threads)
     out = Path(tc.out)
@@ -175,7 +179,8 @@ def train(tc: TrainConfig, model_cfg, resume: bool = False, progress: bool = Tru
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": tc.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=tc.lr, betas=(0.9, 0.99))
+                             {"params": no_decay, "weight_decay": 0.0}], lr=tc.lr, betas=(0.9, 0.99),
+                            foreach=True)
     step, history = 0, []
     if resume and ckpt.exists():
         step, history = load_checkpoint(ckpt, model, opt)

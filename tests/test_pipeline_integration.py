@@ -78,7 +78,7 @@ def test_live_pipeline_delivers_detections_from_all_cameras(tmp_path):
     stamps = [f.capture_end_ns for f in msg.frames]
     assert max(stamps) - min(stamps) < 50e6 and msg.stamp_ns == max(stamps)
     assert msg.timings.inference_ms > 0 and msg.timings.total_ms >= msg.timings.inference_ms
-    assert msg.backend.startswith("torch") and msg.model_name
+    assert msg.backend and msg.model_name
     assert partial_after_kill and partial_after_kill[0].missing_cameras == ["back_left"]
     assert statuses and statuses[-1].backend == msg.backend and len(statuses[-1].cameras) == 6
     assert "restarted cam_back_left" in out        # the launcher brought the dead camera back

@@ -17,7 +17,7 @@ What it measures, in one process, with warm-up and medians (docs/engines.md has 
 - the calibration-only part (BEVViT.geometry, cached by the torch backend) and the per-view
   self-attention blocks alone (torch), so the part that is quadratic in tokens is visible.
 - sweep: seeded random models at 48x80, 72x128, 96x176, 144x256 (patch 8: 60/144/264/576 tokens
-  per view; topk capped at the tokens per view), each backend and the view blocks alone; a PNG of
+  per view; topk capped at the tokens per view), each non-TensorRT backend and the view blocks alone; a PNG of
   latency against tokens per view is written beside the JSON.
 - --ort-variants: ONNX Runtime graph optimisation levels, parallel execution / inter-op threads and
   thread spinning; --ort-profile: ONNX Runtime's per-operator profile (is TopK the bottleneck?).
@@ -35,7 +35,6 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -335,7 +334,7 @@ def plot_sweep(sweep: list[dict], path: Path) -> None:
     if len(t) >= 3:
         c = np.polyfit(t, y, 2)
         tt = np.linspace(0, t.max() * 1.05, 100)
-        ax2.plot(tt, np.polyval(c, tt), "-", label=f"fit {c[2]:.2f} + {c[1]:.3f} T + {c[0] * 1e3:.4f}e-3 T^2")
+        ax2.plot(tt, np.polyval(c, tt), "-", label=f"fit {c[2]:.2f} + {c[1]:.3f} T + {c[0]:.2e} T^2 (ms)")
     ax2b = ax2.twinx()
     ax2b.plot(t, [100 * s["attention_gflop_per_frameset"] / s["gflop_per_frameset"] for s in sweep], "^:", color="gray")
     ax2b.set_ylabel("attention products, % of model FLOPs", color="gray")

@@ -128,12 +128,16 @@ def lookup(cache_dir, model_name: str, key: EngineKey) -> Lookup:
     return Lookup("load", path, "cached engine matches the key")
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path, data: bytes, mode: int = 0o644) -> None:
+    """Write to a temporary file in the same folder, then rename over `path`: readers see the old
+    file or the new one, never half of one (two processes exporting at once is harmless)."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=str(path.parent))
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -148,9 +152,9 @@ def store(cache_dir, model_name: str, key: EngineKey, engine_bytes: bytes, extra
     old pair or a file without a matching sidecar, which lookup() rebuilds)."""
     path = engine_path(cache_dir, model_name, key)
     engine_bytes = bytes(engine_bytes)
-    _atomic_write(path, engine_bytes)
+    atomic_write(path, engine_bytes)
     side = {"key": key.as_dict(), "digest": key.digest(),
             "engine_file": path.name, "engine_sha256": hashlib.sha256(engine_bytes).hexdigest(),
             "engine_bytes": len(engine_bytes), **(extra or {})}
-    _atomic_write(engine_sidecar_path(path), (json.dumps(side, indent=1) + "\n").encode())
+    atomic_write(engine_sidecar_path(path), (json.dumps(side, indent=1) + "\n").encode())
     return path

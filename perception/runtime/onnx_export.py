@@ -23,7 +23,6 @@ import argparse
 import hashlib
 import json
 import logging
-import os
 import sys
 import tempfile
 import time
@@ -34,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from perception.runtime.base import INPUT_NAMES, OUTPUT_NAMES
+from perception.runtime.engine_cache import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -421,21 +421,6 @@ def onnx_status(onnx_path, model_dir, *, batch: int = 1, opset: int = DEFAULT_OP
     return True, "up to date"
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def _io_spec(values) -> list[dict]:
     import onnx
 
@@ -507,8 +492,8 @@ def export_onnx(model_dir, output=None, *, batch: int = 1, opset: int = DEFAULT_
     }
     if verify:
         sidecar["verified_vs_torch"] = _verify_with_onnxruntime(data, model, x)
-    _atomic_write(output, data)
-    _atomic_write(sidecar_path(output), (json.dumps(sidecar, indent=1) + "\n").encode())
+    atomic_write(output, data)
+    atomic_write(sidecar_path(output), (json.dumps(sidecar, indent=1) + "\n").encode())
     return ExportResult(output, sidecar, time.perf_counter() - t0)
 
 

@@ -44,8 +44,8 @@ from pathlib import Path
 import numpy as np
 
 from perception.runtime.base import INPUT_NAMES, OUTPUT_NAMES, Engine, check_inputs
-from perception.runtime.engine_cache import (EngineKey, Lookup, engine_sidecar_path, lookup, make_key, store,
-                                             timing_cache_path)
+from perception.runtime.engine_cache import (EngineKey, Lookup, atomic_write, engine_sidecar_path, lookup, make_key,
+                                             store, timing_cache_path)
 
 log = logging.getLogger(__name__)
 
@@ -262,9 +262,7 @@ def build_serialized_engine(onnx_path, precision: str, timing_cache: Path | None
         raise BuildError("builder.build_serialized_network returned None (see the TensorRT log above)")
     if timing_cache is not None:
         data = config.get_timing_cache().serialize()
-        from perception.runtime.engine_cache import _atomic_write
-
-        _atomic_write(timing_cache, bytes(data))
+        atomic_write(timing_cache, bytes(data))
     stats["build_seconds"] = round(time.perf_counter() - t0, 1)
     del monitor
     return bytes(serialized), stats

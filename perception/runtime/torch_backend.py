@@ -40,6 +40,10 @@ class TorchEngine(Engine):
                              f"got {self.precision!r}")
         if self.device.type == "cpu":
             tune_cpu_allocator()
+        elif self.precision == "fp32":
+            # fp32 means fp32: no TF32 in cuDNN convolutions (on by default) or matmuls (process-wide flags)
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cuda.matmul.allow_tf32 = False
         if threads:
             torch.set_num_threads(threads)
         self.model, self.config = load_model(model_dir, allow_random_init=allow_random_init)
