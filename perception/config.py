@@ -200,15 +200,19 @@ def parse_camera(d: dict, where: str) -> CameraConfig:
     return CameraConfig(name=name, width=width, height=height, K=K, T_ego_from_camera=T, distortion=dist)
 
 
-def load_rig(path: str | Path = DEFAULT_RIG) -> RigConfig:
+def read_yaml(path: str | Path, what: str):
+    """Parsed YAML of a config file; a missing or unparsable file is a ConfigError naming it."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except FileNotFoundError:
-        raise ConfigError(f"rig file {path} does not exist") from None
+        raise ConfigError(f"{what} {path} does not exist") from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"rig file {path} is not valid YAML: {e}") from None
-    return parse_rig(data, str(path))
+        raise ConfigError(f"{what} {path} is not valid YAML: {e}") from None
+
+
+def load_rig(path: str | Path = DEFAULT_RIG) -> RigConfig:
+    return parse_rig(read_yaml(path, "rig file"), str(path))
 
 
 def parse_rig(data, where: str = "rig") -> RigConfig:

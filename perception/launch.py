@@ -24,7 +24,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 
 from perception import config as cfg
 
@@ -49,12 +48,7 @@ class LaunchConfig:
 
 def load_launch(path: str | Path) -> LaunchConfig:
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise cfg.ConfigError(f"launch file {path} does not exist") from None
-    except yaml.YAMLError as e:
-        raise cfg.ConfigError(f"launch file {path} is not valid YAML: {e}") from None
+    data = cfg.read_yaml(path, "launch file")
     if not isinstance(data, dict) or not isinstance(data.get("processes"), list) or not data["processes"]:
         raise cfg.ConfigError(f"{path}: expected a mapping with a non-empty 'processes' list")
     specs = []

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import yaml
 
-from perception.config import ConfigError
+from perception.config import ConfigError, read_yaml
 
 
 @dataclass(frozen=True)
@@ -182,14 +182,7 @@ def model_config_from_dict(data, where: str = "model config") -> ModelConfig:
 
 
 def load_model_config(path) -> ModelConfig:
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"model config {path} does not exist") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"model config {path} is not valid YAML: {e}") from None
-    return model_config_from_dict(data, str(path))
+    return model_config_from_dict(read_yaml(path, "model config"), str(path))
 
 
 def model_config_to_dict(cfg: ModelConfig) -> dict:
