@@ -32,6 +32,8 @@ TopK indices carry no gradient; everything else is differentiable.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -187,9 +189,12 @@ class GeometricCrossAttention(nn.Module):
             self.geo = nn.Linear(GEO_FEATURES, G)    # relative geometry -> hidden (ReLU)
             self.geo_bias = nn.Linear(G, H)          # hidden -> additive attention bias per head
             self.geo_value = nn.Linear(GEO_FEATURES, D, bias=False)  # attended geometry -> value
+        if self.use_geometry and cfg.geometric_prior > 0:
+            # per-head log sharpness: heads are free to widen or narrow their geometric window
+            self.log_tau = nn.Parameter(torch.full((H,), math.log(cfg.geometric_prior)))
 
     def forward(self, query: Tensor, tokens: Tensor, token_mask: Tensor, index: Tensor,
-                key_valid: Tensor, key_geo: Tensor | None) -> Tensor:
+                key_valid: Tensor, key_geo: Tensor | None, key_angle: Tensor | None = None) -> Tensor:
         # query [Bq, Q, D] (Bq = 1 or B, normalised); tokens [B, S, D] normalised, S = N*T;
         # token_mask [B, S]; index [B, Q, K] into S; key_valid [B, Q, K] (1/0);
         # key_geo [7, B, Q, K] or None
@@ -214,6 +219,9 @@ class GeometricCrossAttention(nn.Module):
             bias = torch.addmm(self.geo_bias.bias.unsqueeze(1), self.geo_bias.weight, h)  # [H, B*Q*K]
             logits = logits + bias.reshape(H, B, Q, K).transpose(0, 1)      # [B, H, Q, K]
 
+        if key_angle is not None:                                           # [B, Q, K], 1 - cos
+            tau = self.log_tau.exp().reshape(1, H, 1, 1)
+            logits = logits - tau * key_angle.unsqueeze(1)                  # [B, H, Q, K]
         logits = logits + ((1.0 - key_valid) * MASK_VALUE).unsqueeze(1)    # [B, H, Q, K]
         attn = logits.softmax(dim=-1)                                       # [B, H, Q, K]
 
@@ -238,9 +246,9 @@ class CrossViewBlock(nn.Module):
         self.norm2 = nn.LayerNorm(D)
         self.mlp = Mlp(D, int(D * cfg.bev_mlp_ratio))
 
-    def forward(self, query, tokens, token_mask, index, key_valid, key_geo) -> Tensor:
+    def forward(self, query, tokens, token_mask, index, key_valid, key_geo, key_angle=None) -> Tensor:
         x = query + self.attn(self.norm_q(query), self.norm_kv(tokens), token_mask, index,
-                              key_valid, key_geo)                           # [B, Q, D]
+                              key_valid, key_geo, key_angle)                # [B, Q, D]
         return x + self.mlp(self.norm2(x))
 
 

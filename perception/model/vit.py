@@ -102,6 +102,9 @@ class BEVViT(nn.Module):
                    "token_mask": camera_mask.reshape(B, N, 1).expand(B, N, T).reshape(B, N * T)}
             if cfg.use_position_embedding:
                 geo["key_geo"] = key_geometry(self.bev_points, rays, centres, index)  # [7, B, Q, K]
+                if cfg.geometric_prior > 0:
+                    # 1 - cos in [0, 2] for valid keys; masked keys are clamped (and masked anyway)
+                    geo["key_angle"] = torch.clamp(1.0 - top, max=2.0)               # [B, Q, K]
         return geo
 
     def forward_features(self, images: Tensor, geo: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -119,7 +122,7 @@ class BEVViT(nn.Module):
             x = blk(x)                                                       # [B*N, T, D]
         tokens = self.norm(x).reshape(B, N * T, -1)                          # [B, N*T, D]
         bev = self.cross(self.bev_query(), tokens, geo["token_mask"], geo["index"],
-                         geo["key_valid"], geo.get("key_geo"))               # [B, Q, D]
+                         geo["key_valid"], geo.get("key_geo"), geo.get("key_angle"))  # [B, Q, D]
         for blk in self.bev_blocks:
             bev = blk(bev)
         heat, reg = self.head(bev)
