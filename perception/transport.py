@@ -95,13 +95,21 @@ def set_security_hook(hook: SecurityHook | None) -> None:
     _security_hook = hook
 
 
+# Subscriptions travel upstream as messages (SUB -> XPUB) through the same bounded pipes as
+# data travels down: a small HWM there silently drops subscriptions beyond the first few
+# (a subscriber to seven topics lost the seventh). Only the data direction is kept short.
+_CONTROL_HWM = 1000
+
+
 def _make_socket(context: zmq.Context, socket_type: int, *, hwm: int, server: bool) -> zmq.Socket:
     """The one place sockets are made: bounded queues and options are set before bind/connect
-    (ZeroMQ ignores HWM changes on already-connected pipes)."""
+    (ZeroMQ ignores HWM changes on already-connected pipes). `hwm` bounds the data direction:
+    outgoing for publishers, incoming for subscribers."""
     sock = context.socket(socket_type)
     sock.setsockopt(zmq.LINGER, 0)           # close() never waits for unsent messages
-    sock.setsockopt(zmq.SNDHWM, hwm)
-    sock.setsockopt(zmq.RCVHWM, hwm)
+    data_out = socket_type in (zmq.PUB, zmq.XPUB)
+    sock.setsockopt(zmq.SNDHWM, hwm if data_out else _CONTROL_HWM)
+    sock.setsockopt(zmq.RCVHWM, _CONTROL_HWM if data_out else hwm)
     if _security_hook is not None:
         _security_hook(sock, server)
     return sock

@@ -92,21 +92,26 @@ def test_torch_geometry_cache_is_exact_and_follows_the_mask(torch_engine, scene)
             np.testing.assert_array_equal(got[k], ref[k].numpy(), err_msg=k)
 
 
-def test_auto_picks_onnxruntime_when_tensorrt_is_absent(monkeypatch, model_dir):
+def test_auto_picks_the_fastest_available_backend(monkeypatch, model_dir):
     import perception.runtime as rt
 
     real = rt._importable
+    # CPU only: PyTorch (measured faster than ONNX Runtime here), ONNX Runtime without torch
     monkeypatch.setattr(rt, "_importable", lambda m: False if m == "tensorrt" else real(m))
     monkeypatch.setattr(rt, "gpu_present", lambda: False)
-    assert resolve_backend("auto") == ("onnxruntime", None)
+    assert resolve_backend("auto") == ("torch", None)
     engine = create_engine("auto", model_dir, threads=1)
-    assert engine.name == "onnxruntime-cpu"
-    # TensorRT importable but no GPU: still ONNX Runtime
-    monkeypatch.setattr(rt, "_importable", lambda m: True if m == "tensorrt" else real(m))
+    assert engine.name == "torch-cpu"
+    monkeypatch.setattr(rt, "_importable", lambda m: m == "onnxruntime" or (m != "torch" and real(m)))
     assert resolve_backend("auto") == ("onnxruntime", None)
-    # TensorRT and a GPU: TensorRT; neither TensorRT nor ONNX Runtime: PyTorch
+    # TensorRT importable but no GPU: not TensorRT
+    monkeypatch.setattr(rt, "_importable", lambda m: True if m == "tensorrt" else real(m))
+    assert resolve_backend("auto") == ("torch", None)
+    # a GPU: TensorRT, else ONNX Runtime (CUDA provider), else PyTorch
     monkeypatch.setattr(rt, "gpu_present", lambda: True)
     assert resolve_backend("auto") == ("tensorrt", None)
+    monkeypatch.setattr(rt, "_importable", lambda m: m != "tensorrt" and real(m))
+    assert resolve_backend("auto") == ("onnxruntime", None)
     monkeypatch.setattr(rt, "_importable", lambda m: m == "torch")
     assert resolve_backend("auto") == ("torch", None)
 

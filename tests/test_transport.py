@@ -399,3 +399,18 @@ def test_hz_reports_rate(capsys):
     assert rc == 0 and "average rate:" in out and "std dev:" in out
     rate = float(out.split("average rate:")[1].split()[0])
     assert 10 < rate < 60                          # 50 Hz nominal; loose on a loaded 2-core box
+
+
+def test_a_subscriber_to_many_topics_gets_every_one_of_them(tmp_path):
+    """Subscriptions travel upstream through bounded pipes too: with the data HWM applied to
+    them, a subscriber to seven topics silently lost the seventh (the fusion node's sim/truth)."""
+    from perception.transport import Publisher, Subscriber
+    from perception.v1 import detections_pb2
+
+    ep = f"ipc://{tmp_path}/many"
+    topics = [f"camera/c{i}" for i in range(8)] + ["sim/truth"]
+    with Publisher(ep) as pub, Subscriber(ep, topics) as sub:
+        assert pub.wait_for_subscriber(5.0, topic="sim/truth")
+        pub.publish("sim/truth", detections_pb2.GroundTruth(stamp_ns=7))
+        rx = sub.recv(timeout_ms=3000)
+        assert rx is not None and rx.topic == "sim/truth" and rx.msg.stamp_ns == 7
