@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 import time
 
 from perception import config as cfg
+from perception.lifecycle import run_until_stopped
 
 log = logging.getLogger("perception.camera")
 
@@ -133,18 +133,11 @@ def main(argv=None) -> int:
         log.error("camera %s cannot start: %s", args.name, e)
         return 1
 
-    def stop(signum, _frame):
-        reader.running = False
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
     try:
-        return reader.run()
+        return run_until_stopped(reader)
     except SourceError as e:
         log.error("camera %s: source failed: %s", args.name, e)
         return 1
-    finally:
-        reader.close()
 
 
 if __name__ == "__main__":

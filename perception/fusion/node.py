@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import time
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from perception import config as cfg
 from perception.fusion.pipeline import CameraFrame, FrameRejected, FusionPipeline
 from perception.fusion.stats import CameraCounters, RateMeter, Rolling
 from perception.fusion.sync import ApproximateTimeSync, TimedFrame
+from perception.lifecycle import run_until_stopped
 
 log = logging.getLogger("perception.fuse")
 
@@ -227,13 +227,7 @@ def main(argv=None) -> int:
         log.error("cannot start: %s", e)
         return 2
 
-    def stop(signum, _frame):
-        node.running = False
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
     try:
-        return node.run()
+        return run_until_stopped(node)
     finally:
-        node.close()
         log.info("fusion node stopped after %d outputs", node.pipeline.outputs_count)
