@@ -14,7 +14,6 @@ from perception.geometry import camera_rotation, make_transform
 from perception.model import (BEVViT, INPUT_NAMES, OUTPUT_NAMES, ModelConfig, WeightsError, count_parameters,
                               flops_per_frameset, load_model, load_model_config, save_model,
                               save_model_config)
-from perception.model.inputs import calibration_inputs
 
 torch.set_num_threads(2)
 
@@ -31,13 +30,9 @@ def model(cfg):
 
 
 def make_inputs(cfg, batch=1, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    images = torch.randint(0, 256, (batch, cfg.num_cameras, cfg.image_height, cfg.image_width, 3),
-                           dtype=torch.uint8, generator=g)
-    k_inv, t = calibration_inputs(load_rig(), cfg)
-    k_inv = torch.from_numpy(k_inv).unsqueeze(0).repeat(batch, 1, 1, 1)
-    t = torch.from_numpy(t).unsqueeze(0).repeat(batch, 1, 1, 1)
-    return images, k_inv, t, torch.ones(batch, cfg.num_cameras)
+    from perception.model.bench import example_inputs
+
+    return example_inputs(cfg, batch, seed)
 
 
 def run(model, *inputs):

@@ -5,7 +5,6 @@ nn.MultiheadAttention), masks are additive floats, never booleans or -inf.
 """
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 MASK_VALUE = -1.0e4   # additive mask: exp(-1e4) underflows to exactly 0 in fp32 and stays finite in fp16

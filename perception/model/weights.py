@@ -97,7 +97,6 @@ def flops_per_frameset(cfg: ModelConfig) -> int:
     """
     N, T, D, P, H = cfg.num_cameras, cfg.tokens_per_view, cfg.dim, cfg.patch_size, cfg.heads
     Q, K, G, C = cfg.num_bev_queries, cfg.topk, cfg.geo_hidden, cfg.num_classes
-    hd = D // H
     mlp = int(D * cfg.mlp_ratio)
     bev_mlp = int(D * cfg.bev_mlp_ratio)
     pos = cfg.use_position_embedding
