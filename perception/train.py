@@ -1,6 +1,6 @@
 """`perception train`: train the BEV ViT on the simulated world. Read it top to bottom.
 
-    perception train                                  # the shipped model (engines/bev_vit)
+    perception train --steps 2000 --set geometric_prior=100   # the shipped model (engines/bev_vit)
     perception train --steps 200 --out runs/smoke     # a quick run
     perception train --out runs/x --resume            # continue an interrupted run
 
