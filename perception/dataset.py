@@ -113,8 +113,9 @@ def sample_instant(sample_id: int) -> tuple[int, np.random.Generator, int]:
 
 def render_sample(sample_id: int, rig: RigConfig, cfg: ModelConfig, randomization: RigRandomization):
     """One frame set: images [N, H, W, 3] uint8 at model resolution, K^-1 [N, 3, 3],
-    T_ego_from_camera [N, 4, 4], boxes [MAX_OBJECTS, 10]."""
+    T_ego_from_camera [N, 4, 4], boxes [MAX_OBJECTS, 10] (the visible ones: sim/truth.py)."""
     from perception.sim import render
+    from perception.sim.truth import MIN_VISIBLE_PX, visible_pixels
 
     world_seed, rng, t_ns = sample_instant(sample_id)
     world = _world(world_seed)
@@ -129,7 +130,9 @@ def render_sample(sample_id: int, rig: RigConfig, cfg: ModelConfig, randomizatio
         cv2.resize(full, (W, H), dst=images[i], interpolation=cv2.INTER_AREA)
         kinv[i] = np.linalg.inv(cam.resized(W, H).K)
         T[i] = cam.T_ego_from_camera
-    return images, kinv, T, boxes_to_array(world.boxes_at(t_ns), cfg)
+    visible = visible_pixels(scene, sample_rig)
+    boxes = [b for b, v in zip(scene.boxes, visible) if v >= MIN_VISIBLE_PX]
+    return images, kinv, T, boxes_to_array(boxes, cfg)
 
 
 @dataclass(frozen=True)

@@ -2,14 +2,15 @@
 import pytest
 
 from perception.fusion.online_score import OnlineScore
+from perception.sim.truth import MIN_VISIBLE_PX
 from perception.v1 import detections_pb2 as d
 
 CLASSES = ("car", "truck", "pedestrian", "cyclist", "traffic_cone")
 
 
-def obj(x, y, cls=1, score=1.0):
+def obj(x, y, cls=1, score=1.0, visible=100):
     return d.Object3D(object_class=cls, score=score, center=d.Vector3(x=x, y=y, z=0.8),
-                      size=d.Vector3(x=4.5, y=1.9, z=1.6))
+                      size=d.Vector3(x=4.5, y=1.9, z=1.6), visible_pixels=visible)
 
 
 def detections(stamp, objects):
@@ -30,6 +31,13 @@ def test_perfect_detections_score_one_and_shifted_ones_lower():
     s2.add_truth(d.GroundTruth(stamp_ns=0, objects=[obj(10, 0)]))
     s2.add_detections(detections(0, [obj(11.5, 0, score=0.9)]))                    # 1.5 m off
     assert 0.0 < s2.score() < 1.0
+
+
+def test_truth_a_camera_cannot_see_is_not_scored():
+    s = OnlineScore(CLASSES, (-32, 32), (-32, 32))
+    s.add_truth(d.GroundTruth(stamp_ns=0, objects=[obj(10, 0), obj(-5, 8, visible=MIN_VISIBLE_PX - 1)]))
+    s.add_detections(detections(0, [obj(10, 0, score=0.9)]))     # the hidden car is not a miss
+    assert s.score() == pytest.approx(1.0)
 
 
 def test_detections_without_truth_near_in_time_are_not_scored():

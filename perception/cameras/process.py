@@ -52,6 +52,7 @@ class CameraReader:
         if args.truth and args.source != "sim":
             raise cfg.ConfigError("--truth needs --source sim (only the simulator knows the truth)")
         rig = cfg.load_rig(args.rig)
+        self.rig = rig                          # the truth's visibility is measured in every camera
         self.camera = rig.camera(args.name)
         index = rig.index(args.name)
         self.args = args
@@ -85,7 +86,7 @@ class CameraReader:
     def _publish_truth(self, stamp_ns: int) -> None:
         from perception.sim.truth import ground_truth_message
 
-        self.pub.publish(cfg.TRUTH_TOPIC, ground_truth_message(self.source.world, stamp_ns, self.args.seed))
+        self.pub.publish(cfg.TRUTH_TOPIC, ground_truth_message(self.source.world, stamp_ns, self.args.seed, self.rig))
 
     def run(self) -> int:
         k = (time.time_ns() - self.phase_ns) // self.period_ns + 1

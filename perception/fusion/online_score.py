@@ -13,6 +13,7 @@ from collections import OrderedDict, deque
 import numpy as np
 
 from perception.metrics import Box, evaluate
+from perception.sim.truth import MIN_VISIBLE_PX
 
 
 def _boxes(objects, frame: int, classes) -> list[Box]:
@@ -40,7 +41,7 @@ class OnlineScore:
 
     def add_truth(self, msg) -> None:
         inside = [o for o in msg.objects if self.x_range[0] <= o.center.x < self.x_range[1]
-                  and self.y_range[0] <= o.center.y < self.y_range[1]]
+                  and self.y_range[0] <= o.center.y < self.y_range[1] and o.visible_pixels >= MIN_VISIBLE_PX]
         self.truth[msg.stamp_ns] = inside
         while len(self.truth) > 64:
             self.truth.popitem(last=False)

@@ -60,7 +60,7 @@ class ModelConfig:
     # Initial sharpness (per head, learned) of a geometric attention prior: logit -= tau *
     # (1 - cos angle between a key's ray and the direction to the cell). 0 = off. It starts
     # each cell looking at the keys whose rays pass through it, instead of an average of 32.
-    geometric_prior: float = 0.0
+    geometric_prior: float = 100.0
     # ablation switches
     use_position_embedding: bool = True   # False: no patch position, no ray embedding, no BEV position, no relative geometry on keys
     cross_view: bool = True               # False: each BEV cell sees only the single camera it projects best into

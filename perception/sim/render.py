@@ -322,7 +322,18 @@ def _intra_solid_precedence(scene: Scene, cam_local: np.ndarray) -> np.ndarray:
     return np.bincount(first, minlength=P)
 
 
-def _draw_solids(img, view, scene, haze, hd) -> None:
+def visible_pixels(scene: Scene, camera) -> np.ndarray:
+    """Pixels of each ground-truth box's solid that are visible in `camera` (after occlusion by
+    every other solid, at the camera's resolution): int64 (len(scene.boxes),). A box index
+    image is drawn in the same painter's order as the colour image, distractors as 0."""
+    view = _View(camera)
+    ids = np.zeros((view.H, view.W), np.uint16)
+    _draw_solids(None, view, scene, None, 0.0, ids=ids)
+    return np.bincount(ids.ravel(), minlength=len(scene.boxes) + 1)[1:len(scene.boxes) + 1]
+
+
+def _draw_solids(img, view, scene, haze, hd, ids=None) -> None:
+    """Colour faces into img (BGR) and/or box indices + 1 into ids (uint16; 0 = not a target)."""
     V_all = scene.part_vertices                                      # (P, 8, 3) ego
     if not len(V_all):
         return
@@ -356,13 +367,16 @@ def _draw_solids(img, view, scene, haze, hd) -> None:
     normals = scene.face_normals[parts]                              # (n, 6, 3)
     facing = np.einsum("pfk,pfk->pf", normals, V[:, FACES[:, 0]] - view.C) < 0   # back-face culling
     draw = facing & ~culled
-    dist = np.linalg.norm(V.mean(axis=1) - view.C, axis=1)            # (n,)
-    colors = _hazed(scene.part_colors[parts], dist[:, None], haze, hd).astype(np.int64)   # (n, 6, 3)
     face_pts = np.ascontiguousarray(fixed[:, FACES])                 # (n, 6, 4, 2)
 
     rows, faces = np.nonzero(draw[order])
     idx = order[rows]
-    col_list = colors[idx, faces].tolist()
+    if img is not None:
+        dist = np.linalg.norm(V.mean(axis=1) - view.C, axis=1)        # (n,)
+        colors = _hazed(scene.part_colors[parts], dist[:, None], haze, hd).astype(np.int64)   # (n, 6, 3)
+        col_list = colors[idx, faces].tolist()
+    if ids is not None:
+        id_list = (scene.solid_box[part_solid[idx]] + 1).tolist()
     fill = cv2.fillConvexPoly
     for n, (p, f) in enumerate(zip(idx.tolist(), faces.tolist())):
         if inside[p, f]:
@@ -371,4 +385,7 @@ def _draw_solids(img, view, scene, haze, hd) -> None:
             pts = _clip_project(Pc[p, FACES[f]], view)
             if pts is None:
                 continue
-        fill(img, pts, col_list[n], cv2.LINE_AA, _SHIFT)
+        if img is not None:
+            fill(img, pts, col_list[n], cv2.LINE_AA, _SHIFT)
+        if ids is not None:
+            fill(ids, pts, id_list[n], cv2.LINE_8, _SHIFT)

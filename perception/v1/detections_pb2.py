@@ -24,25 +24,25 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eperception/v1/detections.proto\x12\rperception.v1\"*\n\x07Vector3\x12\t\n\x01x\x18\x01 \x01(\x01\x12\t\n\x01y\x18\x02 \x01(\x01\x12\t\n\x01z\x18\x03 \x01(\x01\"\xe2\x01\n\x08Object3D\x12\x30\n\x0cobject_class\x18\x01 \x01(\x0e\x32\x1a.perception.v1.ObjectClass\x12\r\n\x05score\x18\x02 \x01(\x02\x12&\n\x06\x63\x65nter\x18\x03 \x01(\x0b\x32\x16.perception.v1.Vector3\x12$\n\x04size\x18\x04 \x01(\x0b\x32\x16.perception.v1.Vector3\x12\x0b\n\x03yaw\x18\x05 \x01(\x02\x12(\n\x08velocity\x18\x06 \x01(\x0b\x32\x16.perception.v1.Vector3\x12\x10\n\x08track_id\x18\x07 \x01(\x04\"Y\n\x08\x46rameRef\x12\x13\n\x0b\x63\x61mera_name\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x16\n\x0e\x63\x61pture_end_ns\x18\x03 \x01(\x03\x12\x0e\n\x06\x61ge_ms\x18\x04 \x01(\x01\"{\n\x0cStageTimings\x12\x14\n\x0csync_wait_ms\x18\x01 \x01(\x01\x12\x15\n\rpreprocess_ms\x18\x02 \x01(\x01\x12\x14\n\x0cinference_ms\x18\x03 \x01(\x01\x12\x16\n\x0epostprocess_ms\x18\x04 \x01(\x01\x12\x10\n\x08total_ms\x18\x05 \x01(\x01\"\xef\x01\n\nDetections\x12\x10\n\x08stamp_ns\x18\x01 \x01(\x03\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12(\n\x07objects\x18\x03 \x03(\x0b\x32\x17.perception.v1.Object3D\x12\'\n\x06\x66rames\x18\x04 \x03(\x0b\x32\x17.perception.v1.FrameRef\x12\x17\n\x0fmissing_cameras\x18\x05 \x03(\t\x12,\n\x07timings\x18\x06 \x01(\x0b\x32\x1b.perception.v1.StageTimings\x12\x12\n\nmodel_name\x18\x07 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x08 \x01(\t\"]\n\x0bGroundTruth\x12\x10\n\x08stamp_ns\x18\x01 \x01(\x03\x12\x12\n\nworld_seed\x18\x02 \x01(\x04\x12(\n\x07objects\x18\x03 \x03(\x0b\x32\x17.perception.v1.Object3D*\xaf\x01\n\x0bObjectClass\x12\x1c\n\x18OBJECT_CLASS_UNSPECIFIED\x10\x00\x12\x14\n\x10OBJECT_CLASS_CAR\x10\x01\x12\x16\n\x12OBJECT_CLASS_TRUCK\x10\x02\x12\x1b\n\x17OBJECT_CLASS_PEDESTRIAN\x10\x03\x12\x18\n\x14OBJECT_CLASS_CYCLIST\x10\x04\x12\x1d\n\x19OBJECT_CLASS_TRAFFIC_CONE\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eperception/v1/detections.proto\x12\rperception.v1\"*\n\x07Vector3\x12\t\n\x01x\x18\x01 \x01(\x01\x12\t\n\x01y\x18\x02 \x01(\x01\x12\t\n\x01z\x18\x03 \x01(\x01\"\xfa\x01\n\x08Object3D\x12\x30\n\x0cobject_class\x18\x01 \x01(\x0e\x32\x1a.perception.v1.ObjectClass\x12\r\n\x05score\x18\x02 \x01(\x02\x12&\n\x06\x63\x65nter\x18\x03 \x01(\x0b\x32\x16.perception.v1.Vector3\x12$\n\x04size\x18\x04 \x01(\x0b\x32\x16.perception.v1.Vector3\x12\x0b\n\x03yaw\x18\x05 \x01(\x02\x12(\n\x08velocity\x18\x06 \x01(\x0b\x32\x16.perception.v1.Vector3\x12\x10\n\x08track_id\x18\x07 \x01(\x04\x12\x16\n\x0evisible_pixels\x18\x08 \x01(\r\"Y\n\x08\x46rameRef\x12\x13\n\x0b\x63\x61mera_name\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x16\n\x0e\x63\x61pture_end_ns\x18\x03 \x01(\x03\x12\x0e\n\x06\x61ge_ms\x18\x04 \x01(\x01\"{\n\x0cStageTimings\x12\x14\n\x0csync_wait_ms\x18\x01 \x01(\x01\x12\x15\n\rpreprocess_ms\x18\x02 \x01(\x01\x12\x14\n\x0cinference_ms\x18\x03 \x01(\x01\x12\x16\n\x0epostprocess_ms\x18\x04 \x01(\x01\x12\x10\n\x08total_ms\x18\x05 \x01(\x01\"\xef\x01\n\nDetections\x12\x10\n\x08stamp_ns\x18\x01 \x01(\x03\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12(\n\x07objects\x18\x03 \x03(\x0b\x32\x17.perception.v1.Object3D\x12\'\n\x06\x66rames\x18\x04 \x03(\x0b\x32\x17.perception.v1.FrameRef\x12\x17\n\x0fmissing_cameras\x18\x05 \x03(\t\x12,\n\x07timings\x18\x06 \x01(\x0b\x32\x1b.perception.v1.StageTimings\x12\x12\n\nmodel_name\x18\x07 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x08 \x01(\t\"]\n\x0bGroundTruth\x12\x10\n\x08stamp_ns\x18\x01 \x01(\x03\x12\x12\n\nworld_seed\x18\x02 \x01(\x04\x12(\n\x07objects\x18\x03 \x03(\x0b\x32\x17.perception.v1.Object3D*\xaf\x01\n\x0bObjectClass\x12\x1c\n\x18OBJECT_CLASS_UNSPECIFIED\x10\x00\x12\x14\n\x10OBJECT_CLASS_CAR\x10\x01\x12\x16\n\x12OBJECT_CLASS_TRUCK\x10\x02\x12\x1b\n\x17OBJECT_CLASS_PEDESTRIAN\x10\x03\x12\x18\n\x14OBJECT_CLASS_CYCLIST\x10\x04\x12\x1d\n\x19OBJECT_CLASS_TRAFFIC_CONE\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'perception.v1.detections_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_OBJECTCLASS']._serialized_start=876
-  _globals['_OBJECTCLASS']._serialized_end=1051
+  _globals['_OBJECTCLASS']._serialized_start=900
+  _globals['_OBJECTCLASS']._serialized_end=1075
   _globals['_VECTOR3']._serialized_start=49
   _globals['_VECTOR3']._serialized_end=91
   _globals['_OBJECT3D']._serialized_start=94
-  _globals['_OBJECT3D']._serialized_end=320
-  _globals['_FRAMEREF']._serialized_start=322
-  _globals['_FRAMEREF']._serialized_end=411
-  _globals['_STAGETIMINGS']._serialized_start=413
-  _globals['_STAGETIMINGS']._serialized_end=536
-  _globals['_DETECTIONS']._serialized_start=539
-  _globals['_DETECTIONS']._serialized_end=778
-  _globals['_GROUNDTRUTH']._serialized_start=780
-  _globals['_GROUNDTRUTH']._serialized_end=873
+  _globals['_OBJECT3D']._serialized_end=344
+  _globals['_FRAMEREF']._serialized_start=346
+  _globals['_FRAMEREF']._serialized_end=435
+  _globals['_STAGETIMINGS']._serialized_start=437
+  _globals['_STAGETIMINGS']._serialized_end=560
+  _globals['_DETECTIONS']._serialized_start=563
+  _globals['_DETECTIONS']._serialized_end=802
+  _globals['_GROUNDTRUTH']._serialized_start=804
+  _globals['_GROUNDTRUTH']._serialized_end=897
 # @@protoc_insertion_point(module_scope)

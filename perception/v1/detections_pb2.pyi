@@ -33,7 +33,7 @@ class Vector3(_message.Message):
     def __init__(self, x: _Optional[float] = ..., y: _Optional[float] = ..., z: _Optional[float] = ...) -> None: ...
 
 class Object3D(_message.Message):
-    __slots__ = ("object_class", "score", "center", "size", "yaw", "velocity", "track_id")
+    __slots__ = ("object_class", "score", "center", "size", "yaw", "velocity", "track_id", "visible_pixels")
     OBJECT_CLASS_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     CENTER_FIELD_NUMBER: _ClassVar[int]
@@ -41,6 +41,7 @@ class Object3D(_message.Message):
     YAW_FIELD_NUMBER: _ClassVar[int]
     VELOCITY_FIELD_NUMBER: _ClassVar[int]
     TRACK_ID_FIELD_NUMBER: _ClassVar[int]
+    VISIBLE_PIXELS_FIELD_NUMBER: _ClassVar[int]
     object_class: ObjectClass
     score: float
     center: Vector3
@@ -48,7 +49,8 @@ class Object3D(_message.Message):
     yaw: float
     velocity: Vector3
     track_id: int
-    def __init__(self, object_class: _Optional[_Union[ObjectClass, str]] = ..., score: _Optional[float] = ..., center: _Optional[_Union[Vector3, _Mapping]] = ..., size: _Optional[_Union[Vector3, _Mapping]] = ..., yaw: _Optional[float] = ..., velocity: _Optional[_Union[Vector3, _Mapping]] = ..., track_id: _Optional[int] = ...) -> None: ...
+    visible_pixels: int
+    def __init__(self, object_class: _Optional[_Union[ObjectClass, str]] = ..., score: _Optional[float] = ..., center: _Optional[_Union[Vector3, _Mapping]] = ..., size: _Optional[_Union[Vector3, _Mapping]] = ..., yaw: _Optional[float] = ..., velocity: _Optional[_Union[Vector3, _Mapping]] = ..., track_id: _Optional[int] = ..., visible_pixels: _Optional[int] = ...) -> None: ...
 
 class FrameRef(_message.Message):
     __slots__ = ("camera_name", "sequence", "capture_end_ns", "age_ms")
