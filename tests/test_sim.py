@@ -306,3 +306,27 @@ def test_cli_writes_mosaic_and_benches(tmp_path, capsys):
         cli.main(["--help"])
     assert e.value.code == 0
     assert cli.main(["--rig", str(tmp_path / "missing.yaml")]) == 2
+
+
+def test_visible_pixels_count_occlusion():
+    from perception.sim.render import visible_pixels
+    from perception.sim.truth import MIN_VISIBLE_PX, ground_truth_message, visible_pixels as rig_visible
+
+    van = Box3D(cls=1, center=(8.0, 0.0, 1.5), size=(6.0, 2.4, 3.0), yaw=0.0, velocity=(0, 0), track_id=1)
+    hidden = Box3D(cls=2, center=(14.0, 0.0, 0.87), size=(0.6, 0.6, 1.75), yaw=0.0, velocity=(0, 0), track_id=2)
+    beside = Box3D(cls=2, center=(14.0, 5.0, 0.87), size=(0.6, 0.6, 1.75), yaw=0.0, velocity=(0, 0), track_id=3)
+    behind_ego = Box3D(cls=4, center=(-12.0, 0.0, 0.35), size=(0.4, 0.4, 0.7), yaw=0.0, velocity=(0, 0), track_id=4)
+    scene = scene_from_boxes([van, hidden, beside, behind_ego])
+    front = visible_pixels(scene, FRONT)
+    assert front[0] > 1000 and front[1] == 0 and front[2] > 50 and front[3] == 0
+    # Without the van the pedestrian shows; the whole rig sees the cone through the back camera.
+    assert visible_pixels(scene_from_boxes([hidden]), FRONT)[0] > 50
+    rig = rig_visible(scene, RIG)
+    assert rig[1] < MIN_VISIBLE_PX <= min(rig[0], rig[2], rig[3])
+
+    class StillWorld:          # ground_truth_message needs only scene_at
+        def scene_at(self, t_ns):
+            return scene
+
+    msg = ground_truth_message(StillWorld(), 123, 7, RIG)
+    assert [o.visible_pixels for o in msg.objects] == rig.tolist()
