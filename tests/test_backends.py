@@ -95,11 +95,19 @@ def test_torch_geometry_cache_is_exact_and_follows_the_mask(torch_engine, scene)
 def test_auto_picks_the_fastest_available_backend(monkeypatch, model_dir):
     import perception.runtime as rt
 
+    import perception.runtime.torch_backend as tb
+
     real = rt._importable
-    # CPU only: PyTorch (measured faster than ONNX Runtime here), ONNX Runtime without torch
+    # CPU only: Inductor where a C++ compiler exists, else eager PyTorch (both measured faster
+    # than ONNX Runtime here), ONNX Runtime without torch
     monkeypatch.setattr(rt, "_importable", lambda m: False if m == "tensorrt" else real(m))
     monkeypatch.setattr(rt, "gpu_present", lambda: False)
+    monkeypatch.setattr(tb, "cxx_compiler", lambda: "/usr/bin/g++")
+    assert resolve_backend("auto") == ("inductor", None)
+    monkeypatch.setattr(tb, "cxx_compiler", lambda: None)
     assert resolve_backend("auto") == ("torch", None)
+    with pytest.raises(ValueError, match="C\\+\\+ compiler"):
+        create_engine("inductor", model_dir, threads=1)
     engine = create_engine("auto", model_dir, threads=1)
     assert engine.name == "torch-cpu"
     monkeypatch.setattr(rt, "_importable", lambda m: m == "onnxruntime" or (m != "torch" and real(m)))
@@ -114,6 +122,41 @@ def test_auto_picks_the_fastest_available_backend(monkeypatch, model_dir):
     assert resolve_backend("auto") == ("onnxruntime", None)
     monkeypatch.setattr(rt, "_importable", lambda m: m == "torch")
     assert resolve_backend("auto") == ("torch", None)
+
+
+needs_cxx = pytest.mark.skipif(__import__("shutil").which("g++") is None and __import__("shutil").which("clang++") is None,
+                               reason="Inductor's CPU code generation needs a C++ compiler")
+
+
+@needs_cxx
+def test_inductor_compiles_in_the_background_and_matches_eager(torch_engine, model_dir, scene):
+    """Answers at once (eager until compiled), then from the compiled model, within fp32 tolerance."""
+    ref = torch_engine.infer(scene)
+    engine = create_engine("inductor", model_dir, threads=1)
+    assert engine.name == "torch-cpu-inductor"
+    early = engine.infer(scene)                       # while compiling: never blocks, same model
+    np.testing.assert_allclose(early["heatmap"], ref["heatmap"], atol=FP32_HEATMAP_ATOL)
+    assert engine.wait_ready(timeout=600)
+    assert engine._features is not engine.model.forward_features, "still eager after wait_ready"
+    got = engine.infer(scene)
+    assert float(np.abs(got["heatmap"] - ref["heatmap"]).max()) <= FP32_HEATMAP_ATOL
+    cmp = compare_outputs(ref, got)
+    assert cmp["detections_ref"] > 0 and cmp["same_detections"], cmp
+
+
+def test_inductor_failure_falls_back_to_eager(monkeypatch, torch_engine, model_dir, scene):
+    import torch
+
+    import perception.runtime.torch_backend as tb
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated compiler failure")
+
+    monkeypatch.setattr(tb, "cxx_compiler", lambda: "/usr/bin/g++")
+    monkeypatch.setattr(torch, "compile", broken)
+    engine = create_engine("inductor", model_dir, threads=1, compile_mode="sync")
+    assert engine.wait_ready(0) and engine.name == "torch-cpu"       # says what really runs
+    np.testing.assert_array_equal(engine.infer(scene)["heatmap"], torch_engine.infer(scene)["heatmap"])
 
 
 def test_unknown_backend_is_a_clear_error(model_dir):
@@ -168,7 +211,7 @@ def test_fusion_node_accepts_the_backend_choices():
     from perception.fusion.node import build_parser
 
     p = build_parser()
-    for spec in ("auto", "torch", "onnxruntime", "tensorrt", "torch:bf16", "tensorrt:fp32"):
+    for spec in ("auto", "torch", "inductor", "onnxruntime", "tensorrt", "torch:bf16", "tensorrt:fp32"):
         assert p.parse_args(["--backend", spec]).backend == spec
     with pytest.raises(SystemExit):
         p.parse_args(["--backend", "tensorflow"])

@@ -20,7 +20,8 @@ def node(tmp_path):
     eps = [f"ipc://{tmp_path}/cam{i}" for i in range(len(RIG.cameras))]
     out = f"ipc://{tmp_path}/fusion"
     args = build_parser().parse_args(["--camera-endpoints", *eps, "--publish", out, "--allow-random-init",
-                                      "--timeout-ms", "1000", "--threads", "1", "--no-online-score"])
+                                      "--timeout-ms", "1000", "--threads", "1", "--no-online-score",
+                                      "--backend", "torch"])
     pubs = [Publisher(ep) for ep in eps]
     n = FusionNode(args)
     t = threading.Thread(target=n.run, daemon=True)

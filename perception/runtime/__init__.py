@@ -7,10 +7,12 @@ provides it), tensorrt (CUDA GPU + TensorRT 10). A backend spec is NAME or NAME:
                       onnxruntime when it is installed, else torch
     torch             fp32 on CPU, fp16 autocast on CUDA      torch:bf16  bf16 autocast (CPU/CUDA)
     torch:fp16        CUDA only                                torch:fp32  explicit fp32
+    inductor          CPU: the torch model compiled by torch.compile/Inductor (needs a C++ compiler;
+                      compiles in the background, eager until ready)        inductor:bf16
     onnxruntime       fp32 (CPU EP, or CUDA EP when present)
     tensorrt          fp16 (softmax/score layers pinned fp32)  tensorrt:fp32
 
-The engine's `name` says what actually runs ("torch-cpu", "torch-cpu-bf16", "onnxruntime-cpu",
+The engine's `name` says what actually runs ("torch-cpu", "torch-cpu-inductor", "onnxruntime-cpu",
 "onnxruntime-cuda", "tensorrt-fp16", ...); the fusion node publishes it in its status.
 Importing this package is cheap: no torch, onnxruntime or tensorrt until an engine is created.
 """
@@ -24,10 +26,11 @@ from perception.runtime.base import INPUT_NAMES, OUTPUT_NAMES, Engine
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
-PRECISIONS = {"torch": ("fp32", "bf16", "fp16"), "onnxruntime": ("fp32",), "tensorrt": ("fp16", "fp32", "int8")}
+BACKENDS = ("auto", "torch", "inductor", "onnxruntime", "tensorrt")
+PRECISIONS = {"torch": ("fp32", "bf16", "fp16"), "inductor": ("fp32", "bf16"), "onnxruntime": ("fp32",),
+              "tensorrt": ("fp16", "fp32", "int8")}
 # what `--backend` accepts (fusion node, bench)
-BACKEND_CHOICES = ("auto", "torch", "torch:fp32", "torch:bf16", "torch:fp16", "onnxruntime",
+BACKEND_CHOICES = ("auto", "torch", "torch:fp32", "torch:bf16", "torch:fp16", "inductor", "inductor:bf16", "onnxruntime",
                    "tensorrt", "tensorrt:fp16", "tensorrt:fp32")
 
 
@@ -60,8 +63,17 @@ def gpu_present() -> bool:
 
 
 def available_backends() -> dict[str, str]:
-    """{backend: why it is (not) usable here} for torch, onnxruntime, tensorrt; usable ones start with 'yes'."""
+    """{backend: why it is (not) usable here} for torch, inductor, onnxruntime, tensorrt; usable ones
+    start with 'yes'."""
     out = {"torch": "yes" if _importable("torch") else "no: torch is not installed"}
+    if not out["torch"].startswith("yes"):
+        out["inductor"] = "no: torch is not installed"
+    elif gpu_present():
+        out["inductor"] = "no: the inductor backend is the CPU path (on a GPU: tensorrt, or torch fp16)"
+    else:
+        from perception.runtime.torch_backend import cxx_compiler
+
+        out["inductor"] = "yes" if cxx_compiler() else "no: no C++ compiler (g++/clang++) for Inductor"
     if not _importable("onnxruntime"):
         out["onnxruntime"] = "no: onnxruntime is not installed (pip install -e '.[onnx]')"
     elif not _importable("onnx"):
@@ -79,16 +91,16 @@ def available_backends() -> dict[str, str]:
 
 def resolve_backend(spec: str = "auto") -> tuple[str, str | None]:
     """The (backend, precision) that `spec` means here. "auto" takes the fastest available:
-    TensorRT on a GPU; else on a CPU PyTorch, then ONNX Runtime. On the CPU the order is
-    measured, not assumed: `perception bench` on the 2-core reference machine gave the shipped
-    model 31.8 ms p50 with PyTorch (its calibration-only geometry, a quarter of the work, is
-    cached per calibration) against 40.2 ms with ONNX Runtime, which recomputes it every frame
-    (README, Engines)."""
+    TensorRT on a GPU; else on a CPU Inductor, then eager PyTorch, then ONNX Runtime. On the CPU
+    the order is measured, not assumed (`perception bench` on the 2-core reference machine,
+    README, Engines): Inductor fuses the memory-bound work between the matrix products, eager
+    PyTorch caches the calibration-only geometry (a quarter of the work) per calibration, and
+    ONNX Runtime recomputes it every frame."""
     name, precision = parse_backend(spec)
     if name != "auto":
         return name, precision
     avail = available_backends()
-    order = ("tensorrt", "onnxruntime", "torch") if gpu_present() else ("tensorrt", "torch", "onnxruntime")
+    order = ("tensorrt", "onnxruntime", "torch") if gpu_present() else ("tensorrt", "inductor", "torch", "onnxruntime")
     for candidate in order:
         if avail[candidate].startswith("yes"):
             return candidate, None
@@ -103,10 +115,12 @@ def create_engine(backend: str, model_dir: str | Path, *, threads: int | None = 
     options go to the backend's constructor (e.g. graph_optimization="extended" for onnxruntime,
     cache_geometry=False for torch, cache_dir=... for tensorrt)."""
     name, precision = resolve_backend(backend)
-    if name == "torch":
+    if name in ("torch", "inductor"):
         from perception.runtime.torch_backend import TorchEngine
 
-        dev = device or ("cuda" if gpu_present() else "cpu")
+        dev = device or ("cuda" if gpu_present() and name == "torch" else "cpu")
+        if name == "inductor":
+            options.setdefault("compile_mode", "background")
         engine = TorchEngine(model_dir, device=dev, threads=threads, allow_random_init=allow_random_init,
                              precision=precision, **options)
     elif name == "onnxruntime":

@@ -17,7 +17,8 @@ What it measures, in one process, with warm-up and medians (docs/engines.md has 
 - the calibration-only part (BEVViT.geometry, cached by the torch backend) and the per-view
   self-attention blocks alone (torch), so the part that is quadratic in tokens is visible.
 - sweep: seeded random models at 48x80, 72x128, 96x176, 144x256 (patch 8: 60/144/264/576 tokens
-  per view; topk capped at the tokens per view), each non-TensorRT backend and the view blocks alone; a PNG of
+  per view; topk capped at the tokens per view), each eager backend (not TensorRT or Inductor,
+  which would build once per size) and the view blocks alone; a PNG of
   latency against tokens per view is written beside the JSON.
 - --ort-variants: ONNX Runtime graph optimisation levels, parallel execution / inter-op threads and
   thread spinning; --ort-profile: ONNX Runtime's per-operator profile (is TopK the bottleneck?).
@@ -160,6 +161,8 @@ def default_backends() -> list[str]:
     avail = available_backends()
     out = ["torch"]
     out.append("torch:fp16" if gpu_present() else "torch:bf16")
+    if avail["inductor"].startswith("yes"):
+        out.append("inductor")
     if avail["onnxruntime"].startswith("yes"):
         out.append("onnxruntime")
     if avail["tensorrt"].startswith("yes"):
@@ -230,8 +233,11 @@ def bench_model(model_dir, backends, *, threads, iters, warmup, max_seconds, all
             say(f"  {spec}: unavailable ({e})")
             results.append({"backend": spec, "error": str(e)})
             continue
+        t0 = time.perf_counter()
+        engine.wait_ready()                       # e.g. Inductor compiling in the background
+        ready_s = time.perf_counter() - t0
         out = engine.infer(inputs)
-        r = {"backend": spec, "name": engine.name, **summarize(latencies_ms(lambda: engine.infer(inputs), iters,
+        r = {"backend": spec, "name": engine.name, "ready_s": round(ready_s, 1), **summarize(latencies_ms(lambda: engine.infer(inputs), iters,
                                                                             warmup, max_seconds))}
         r["vs_torch_fp32"] = compare_outputs(reference, out)
         r["gflop_per_frameset"] = round(gflop, 4)
@@ -436,7 +442,9 @@ def main(argv=None) -> int:
     if args.sweep:
         sweep = []
         iters = args.sweep_iters or max(5, args.iters // 2)
-        sweep_backends = [b for b in backends if not b.startswith("tensorrt")] or backends
+        # TensorRT and Inductor would build/compile once per resolution: the sweep shows how cost
+        # grows with tokens, which the eager backends show as well
+        sweep_backends = [b for b in backends if not b.startswith(("tensorrt", "inductor"))] or backends
         with tempfile.TemporaryDirectory(prefix="perception-sweep-") as tmp:
             for h, w in SWEEP_SIZES:
                 tokens = (h // cfg.patch_size) * (w // cfg.patch_size)

@@ -1,0 +1,23 @@
+"""The ablation table reads each run's eval.json and states every run relative to the first."""
+import json
+
+from perception.tools.ablation_table import table
+
+
+def _eval(path, m_ap, car_ap):
+    per = {c: {"AP": m_ap, "AP@0.5": 0.0, "AP@1.0": m_ap / 2, "AP@2.0": m_ap, "AP@4.0": 2 * m_ap}
+           for c in ("car", "truck")}
+    per["car"]["AP"] = car_ap
+    path.mkdir()
+    (path / "eval.json").write_text(json.dumps({"mAP": m_ap, "NDS": m_ap / 2, "mATE": 0.5, "mAOE": 1.0,
+                                                "per_class": per}))
+
+
+def test_table_rows_are_relative_to_the_first_run(tmp_path):
+    _eval(tmp_path / "baseline", 0.2, 0.4)
+    _eval(tmp_path / "no_pos", 0.05, 0.1)
+    rows = table(tmp_path, ["baseline", "no_pos"]).splitlines()
+    assert rows[0].startswith("| run | mAP |") and len(rows) == 4
+    base, no_pos = (r.split(" | ") for r in rows[2:])
+    assert base[1] == "0.200" and base[7] == "0.400" and base[-1].startswith("100%")
+    assert no_pos[1] == "0.050" and no_pos[7] == "0.100" and no_pos[-1].startswith("25%")
