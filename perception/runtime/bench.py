@@ -7,8 +7,13 @@ input resolutions, against this machine's measured matrix-multiply throughput.
 
 What it measures, in one process, with warm-up and medians (docs/engines.md has the procedure):
 - peak: fp32 GEMM throughput of torch.mm at 4096x512 @ 512x512 and at the model's own GEMM
-  shapes with --threads threads (median of 20); `peak_gflops` is the 4096x512x512 figure. Also
-  bf16 GEMM throughput (what AMX/AVX512-BF16 offers in isolation).
+  shapes with --threads threads (median of 20), and bf16 GEMM throughput (what AMX/AVX512-BF16
+  offers in isolation). Per backend, `peak_gflops` and `utilization` come from the same
+  4096x512x512 GEMM timed inside the backends' rounds (below).
+- backends are timed interleaved: each round runs every backend once and the reference GEMM
+  once, so drift in the machine's speed (turbo, noisy neighbours: on the shared reference
+  machine the GEMM peak moved between 229 and 308 GFLOP/s across the day) moves them alike;
+  `utilization` is the median over rounds of achieved / peak in the same round.
 - per backend: engine.infer alone on one frame set (p50, p99, Hz at the median), the model's
   analytic GFLOP per frame set (perception.model.weights.flops_per_frameset), achieved GFLOP/s
   and its ratio to the peak; the max abs heatmap difference to torch fp32 on the same inputs; and
@@ -94,6 +99,38 @@ def gemm_throughput(threads: int, cfg=None, reps: int = 20) -> dict:
             out[key][label] = round(flop / (statistics.median(ms) * 1e-3) / 1e9, 1)
     out["peak_gflops"] = out["fp32_gflops"]["4096x512@512x512"]
     return out
+
+
+REFERENCE_GEMM = (4096, 512, 512)             # the peak's shape: m x k @ k x n, fp32
+REFERENCE_GEMM_GFLOP = 2.0 * REFERENCE_GEMM[0] * REFERENCE_GEMM[1] * REFERENCE_GEMM[2] / 1e9
+
+
+def _reference_gemm():
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    m, k, n = REFERENCE_GEMM
+    a, b = torch.randn(m, k, generator=g), torch.randn(k, n, generator=g)
+    return lambda: torch.mm(a, b)
+
+
+def _interleaved_ms(fns, iters: int, warmup: int, max_seconds: float | None = None) -> np.ndarray:
+    """[rounds, len(fns)] milliseconds: each round calls every fn once, in order."""
+    for _ in range(warmup):
+        for fn in fns:
+            fn()
+    rows = []
+    t_end = None if max_seconds is None else time.perf_counter() + max_seconds * len(fns)
+    for _ in range(iters):
+        row = []
+        for fn in fns:
+            t0 = time.perf_counter()
+            fn()
+            row.append((time.perf_counter() - t0) * 1e3)
+        rows.append(row)
+        if t_end is not None and time.perf_counter() > t_end and len(rows) >= 3:
+            break
+    return np.asarray(rows)
 
 
 def machine_info() -> dict:
@@ -225,7 +262,8 @@ def bench_model(model_dir, backends, *, threads, iters, warmup, max_seconds, all
                                                          max_seconds))["latency_ms_p50"]
     say(f"{cfg.image_height}x{cfg.image_width} ({cfg.tokens_per_view} tokens/view, {gflop:.2f} GFLOP): geometry "
         f"{facts['geometry_ms_p50']:.1f} ms, view blocks {facts['view_blocks_ms_p50']:.1f} ms")
-    results = []
+    # 1. start every backend (waiting for any that compiles itself) and check it against torch fp32
+    engines, results = [], []
     for spec in backends:
         try:
             engine = create_engine(spec, model_dir, threads=threads, allow_random_init=allow_random_init)
@@ -235,13 +273,26 @@ def bench_model(model_dir, backends, *, threads, iters, warmup, max_seconds, all
             continue
         t0 = time.perf_counter()
         engine.wait_ready()                       # e.g. Inductor compiling in the background
-        ready_s = time.perf_counter() - t0
-        out = engine.infer(inputs)
-        r = {"backend": spec, "name": engine.name, "ready_s": round(ready_s, 1), **summarize(latencies_ms(lambda: engine.infer(inputs), iters,
-                                                                            warmup, max_seconds))}
-        r["vs_torch_fp32"] = compare_outputs(reference, out)
-        r["gflop_per_frameset"] = round(gflop, 4)
+        r = {"backend": spec, "name": engine.name, "ready_s": round(time.perf_counter() - t0, 1),
+             "vs_torch_fp32": compare_outputs(reference, engine.infer(inputs)), "gflop_per_frameset": round(gflop, 4)}
+        engines.append((engine, r))
+        results.append(r)
+
+    # 2. engine alone, interleaved: every round times each backend once and one reference GEMM,
+    #    so a machine that speeds up or slows down (turbo, neighbours) moves all of them alike
+    #    and the ratios (between backends, and to the GEMM peak) hold even when the medians drift
+    gemm = _reference_gemm()
+    rounds = _interleaved_ms([lambda e=e: e.infer(inputs) for e, _ in engines] + [gemm], iters, warmup, max_seconds)
+    gemm_gflops = REFERENCE_GEMM_GFLOP / (rounds[:, -1] * 1e-3)
+    for k, (engine, r) in enumerate(engines):
+        r.update(summarize(rounds[:, k]))
         r["achieved_gflops"] = round(gflop / (r["latency_ms_p50"] * 1e-3), 2)
+        r["peak_gflops"] = round(float(np.median(gemm_gflops)), 1)
+        # median over rounds of (achieved / peak in the same round)
+        r["utilization"] = round(float(np.median(gflop / (rounds[:, k] * 1e-3) / gemm_gflops)), 4)
+
+    # 3. the whole fusion step per backend
+    for engine, r in engines:
         if fusion:
             pipe = FusionPipeline(rig, engine, cfg.name, cfg.image_width, cfg.image_height)
             fs = make_frameset(rig, frames, t_ns)
@@ -257,11 +308,11 @@ def bench_model(model_dir, backends, *, threads, iters, warmup, max_seconds, all
             f.update({f"{k}_ms_p50": round(float(np.median(v[warmup:] or v)), 3) for k, v in stages.items()})
             r["fusion_step"] = f
         say(f"  {engine.name:18s} engine {r['latency_ms_p50']:7.2f} ms p50 {r['latency_ms_p99']:7.2f} ms p99 "
-            f"({r['hz_median']:.1f} Hz, {r['achieved_gflops']:.0f} GFLOP/s)"
+            f"({r['hz_median']:.1f} Hz, {r['achieved_gflops']:.0f} GFLOP/s, {r['utilization']:.1%} of the GEMM peak "
+            f"timed in the same rounds)"
             + (f" | fusion step {r['fusion_step']['latency_ms_p50']:.2f} ms" if fusion else "")
-            + (f" | heatmap diff {r['vs_torch_fp32']['heatmap_max_abs_diff']:.1e}" if "vs_torch_fp32" in r else ""))
+            + f" | heatmap diff {r['vs_torch_fp32']['heatmap_max_abs_diff']:.1e}")
         engine.close()
-        results.append(r)
     return results, facts
 
 
@@ -270,7 +321,7 @@ def ort_variants(model_dir, inputs, *, threads, iters, warmup, max_seconds, allo
 
     variants = [
         {"graph_optimization": "basic"}, {"graph_optimization": "extended"}, {"graph_optimization": "all"},
-        {"graph_optimization": "all", "allow_spinning": False},
+        {"graph_optimization": "all", "allow_spinning": True},
         {"graph_optimization": "all", "execution_mode": "parallel", "inter_op_threads": 2},
         {"graph_optimization": "all", "threads_override": 1},
     ]
@@ -416,10 +467,6 @@ def main(argv=None) -> int:
     per_backend, facts = bench_model(args.model, backends, threads=args.threads, iters=args.iters, warmup=args.warmup,
                                      max_seconds=args.max_seconds, allow_random_init=allow_random, rig=rig,
                                      frames=frames, t_ns=t_ns, fusion=args.fusion)
-    for r in per_backend:
-        if "latency_ms_p50" in r:
-            r["peak_gflops"] = peak["peak_gflops"]
-            r["utilization"] = round(r["achieved_gflops"] / peak["peak_gflops"], 4)
     result["model"] = facts
     result["backends"] = per_backend
 
@@ -486,9 +533,11 @@ def format_table(result: dict) -> str:
         lines.append(f"{r['name']:20s} {r['latency_ms_p50']:8.2f} {r['latency_ms_p99']:8.2f} {r['hz_median']:7.1f} "
                      f"{r['achieved_gflops']:8.1f} {r.get('utilization', 0):6.1%} "
                      f"{'' if fus is None else f'{fus:10.2f}'} {'' if diff is None else f'{diff:9.1e}'}")
-    peak = result.get("peak", {}).get("peak_gflops")
+    timed = [r for r in result.get("backends", []) if "peak_gflops" in r]
+    peak = timed[0]["peak_gflops"] if timed else result.get("peak", {}).get("peak_gflops")
     if peak:
-        lines.append(f"peak fp32 GEMM {peak:.0f} GFLOP/s; model {result['model']['gflop_per_frameset']:.2f} GFLOP/frame set; "
+        lines.append(f"peak fp32 GEMM {peak:.0f} GFLOP/s (timed in the same rounds as the backends); "
+                     f"model {result['model']['gflop_per_frameset']:.2f} GFLOP/frame set; "
                      f"load average {result['meta'].get('loadavg_start')} -> {result['meta'].get('loadavg_end')}")
     for s in result.get("sweep", []):
         cells = ", ".join(f"{k} {v['latency_ms_p50']:.1f}" for k, v in s["backends"].items() if "latency_ms_p50" in v)

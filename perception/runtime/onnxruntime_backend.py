@@ -8,8 +8,10 @@ each was measured):
 - intra_op threads [--threads, else ORT's default]
 - graph optimisation level: disable | basic | extended | all [all]
 - execution mode: sequential | parallel [sequential]; inter-op threads [1] (used by parallel only)
-- allow_spinning [ORT default, on]: idle intra-op threads spin for a while before sleeping. Faster
-  on an otherwise idle machine; on a CPU shared with the camera processes it burns their cycles.
+- allow_spinning [off; ORT's own default is on]: idle intra-op threads spin for a while before
+  sleeping. On a CPU shared with the camera processes spinning burns their cycles, and in the
+  interleaved benchmark it slowed whatever ran next (the GEMM peak read 97 instead of ~180
+  GFLOP/s); ORT alone was about as fast without it (`perception bench --ort-variants`).
 - profile_dir: ONNX Runtime's per-op profiler writes its JSON there (never into the cwd).
 """
 from __future__ import annotations
@@ -43,7 +45,7 @@ class OnnxRuntimeEngine(Engine):
     def __init__(self, model_dir: str | Path, threads: int | None = None, allow_random_init: bool = False,
                  onnx_path: str | Path | None = None, device: str | None = None, graph_optimization: str = "all",
                  execution_mode: str = "sequential", inter_op_threads: int | None = None,
-                 allow_spinning: bool | None = None, profile_dir: str | Path | None = None):
+                 allow_spinning: bool | None = False, profile_dir: str | Path | None = None):
         import onnxruntime as ort
 
         from perception.runtime.onnx_export import ensure_onnx, read_sidecar

@@ -115,11 +115,13 @@ class TorchEngine(Engine):
             inductor_config.freezing = True
             compiled = torch.compile(self.model.forward_features, dynamic=False)
             N = cfg.num_cameras
-            images = torch.zeros(1, N, cfg.image_height, cfg.image_width, 3, dtype=torch.uint8)
-            k_inv = torch.eye(3).expand(1, N, 3, 3).contiguous()
-            t = torch.eye(4).expand(1, N, 4, 4).contiguous()
+            # stand-ins made exactly as infer() makes its inputs (inference tensors), or the first
+            # real call would fail a guard and compile again
             with torch.inference_mode(), self._autocast():
-                compiled(images, self.model.geometry(k_inv, t, torch.ones(1, N)))
+                images = torch.from_numpy(np.zeros((1, N, cfg.image_height, cfg.image_width, 3), np.uint8))
+                k_inv = torch.from_numpy(np.tile(np.eye(3, dtype=np.float32), (1, N, 1, 1)))
+                t = torch.from_numpy(np.tile(np.eye(4, dtype=np.float32), (1, N, 1, 1)))
+                compiled(images, self.model.geometry(k_inv, t, torch.from_numpy(np.ones((1, N), np.float32))))
         except Exception as e:            # never take the node down: the eager model keeps serving
             log.warning("inductor: compilation failed after %.0f s, staying with the eager model: %s",
                         time.perf_counter() - t0, e)
