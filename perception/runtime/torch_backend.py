@@ -12,14 +12,16 @@ those inputs change, as the model's usage guide suggests; the output is bit-iden
 Inductor (backend spec `inductor`, CPU): the same module through torch.compile with Inductor's
 C++ code generation and weight freezing. It fuses the elementwise work between the matrix
 products (layer norms, GELU, softmax, masks, residual adds, the gathers' index arithmetic) that
-eager mode runs as separate memory-bound kernels: on the 2-core reference machine the engine
-went from 28.9 to 19.0 ms per frame set with max |heatmap difference| 1.2e-7 (README, Engines).
-Compiling takes ~40 s on 2 cores the first time (Inductor caches the result on disk, so later
-starts are faster). It runs in a background thread by default: the engine answers from the eager
-model until the compiled one is ready, so a node starts at once and never drops frames to a
-compiler; `wait_ready()` blocks until then, `compile_mode="sync"` compiles in the constructor.
-A compile that fails leaves the eager model in place with a logged warning and the engine's
-name back to "torch-cpu".
+eager mode runs as separate memory-bound kernels: on the 2-core reference machine, timed
+interleaved with eager in one `perception bench` run, the engine took 23.0 ms per frame set
+against 31.2 ms, with max |heatmap difference| 2.4e-7 (README, Engines).
+Compiling takes ~40 s on 2 cores the first time (Inductor caches the result on disk: ~15-20 s
+later). It runs in a background thread by default: the engine answers from the eager model until
+the compiled one is ready, so a node starts at once (on 2 shared cores it runs slower, and drops
+superseded frames, while the compiler runs beside it); `wait_ready()` blocks until then,
+`compile_mode="sync"` compiles in the constructor. The engine's name says what runs: "torch-cpu
+(inductor compiling)" until the swap, then "torch-cpu-inductor"; a failed compile logs a warning
+and leaves the eager model running as "torch-cpu".
 """
 from __future__ import annotations
 
@@ -95,10 +97,11 @@ class TorchEngine(Engine):
         if cxx_compiler() is None:
             raise ValueError("the inductor backend needs a C++ compiler (g++ or clang++; set CXX) for "
                              "Inductor's CPU code generation; use --backend torch instead")
-        eager_name, self.name = self.name, self.name.replace("torch-cpu", "torch-cpu-inductor")
+        eager_name = self.name
         if compile_mode == "sync":
             self._compile(eager_name)
         else:
+            self.name = f"{eager_name} (inductor compiling)"     # what runs until the swap
             threading.Thread(target=self._compile, args=(eager_name,), name="inductor-compile", daemon=True).start()
 
     def _compile(self, eager_name: str) -> None:
@@ -128,6 +131,7 @@ class TorchEngine(Engine):
             self.name = eager_name
         else:
             self._features = compiled
+            self.name = eager_name.replace("torch-cpu", "torch-cpu-inductor")
             log.info("inductor: compiled in %.1f s; now serving the compiled model", time.perf_counter() - t0)
         self._ready.set()
 
