@@ -30,11 +30,6 @@ class Engine(ABC):
     def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run one batch. Inputs and outputs are keyed by INPUT_NAMES / OUTPUT_NAMES."""
 
-    def wait_ready(self, timeout: float | None = None) -> bool:
-        """Block until the engine runs at its full speed (an engine that compiles itself in the
-        background answers from a slower path until then); True when it does."""
-        return True
-
     def close(self) -> None:
         """Release resources (GPU memory, sessions). Safe to call twice."""
 

@@ -16,18 +16,16 @@ eager mode runs as separate memory-bound kernels: on the 2-core reference machin
 interleaved with eager in one `perception bench` run, the engine took 23.0 ms per frame set
 against 31.2 ms, with max |heatmap difference| 2.4e-7 (README, Engines).
 Compiling takes ~40 s on 2 cores the first time (Inductor caches the result on disk: ~15-20 s
-later). It runs in a background thread by default: the engine answers from the eager model until
-the compiled one is ready, so a node starts at once (on 2 shared cores it runs slower, and drops
-superseded frames, while the compiler runs beside it); `wait_ready()` blocks until then,
-`compile_mode="sync"` compiles in the constructor. The engine's name says what runs: "torch-cpu
-(inductor compiling)" until the swap, then "torch-cpu-inductor"; a failed compile logs a warning
-and leaves the eager model running as "torch-cpu".
+later) and happens in the constructor, like building a TensorRT engine. It cannot run in a
+background thread beside eager inference: Inductor's compile patches torch.nn.Module.__call__
+process-wide while it traces, and a concurrent eager forward then fails ("module is not installed
+as a submodule"; seen in the live pipeline). A failed compile logs a warning and leaves the eager
+model running, with the engine's name "torch-cpu".
 """
 from __future__ import annotations
 
 import logging
 import shutil
-import threading
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -40,7 +38,7 @@ from perception.runtime.base import INPUT_NAMES, OUTPUT_NAMES, Engine, check_inp
 CPU_PRECISIONS = ("fp32", "bf16")
 CUDA_PRECISIONS = ("fp32", "fp16", "bf16")
 _AUTOCAST_DTYPE = {"bf16": torch.bfloat16, "fp16": torch.float16}
-COMPILE_MODES = ("off", "background", "sync")
+COMPILE_MODES = ("off", "sync")
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +47,8 @@ def cxx_compiler() -> str | None:
     """The C++ compiler Inductor's CPU code generation would use, or None."""
     import os
 
-    for name in (os.environ.get("CXX"), "g++", "c++", "clang++"):
-        if name and shutil.which(name):
-            return shutil.which(name)
-    return None
+    found = (shutil.which(name) for name in (os.environ.get("CXX"), "g++", "c++", "clang++") if name)
+    return next((path for path in found if path), None)
 
 
 class TorchEngine(Engine):
@@ -86,33 +82,26 @@ class TorchEngine(Engine):
         suffix = "" if self.precision == "fp32" and self.device.type == "cpu" else f"-{self.precision}"
         self.name = f"torch-{self.device.type}{suffix}"
         self._features = self.model.forward_features      # what _forward calls: eager, later compiled
-        self._ready = threading.Event()
         if compile_mode not in COMPILE_MODES:
             raise ValueError(f"compile_mode must be one of {COMPILE_MODES}, got {compile_mode!r}")
         if compile_mode == "off":
-            self._ready.set()
             return
         if self.device.type != "cpu":
             raise ValueError("the inductor backend compiles for the CPU; on a GPU use tensorrt or torch (fp16)")
         if cxx_compiler() is None:
             raise ValueError("the inductor backend needs a C++ compiler (g++ or clang++; set CXX) for "
                              "Inductor's CPU code generation; use --backend torch instead")
-        eager_name = self.name
-        if compile_mode == "sync":
-            self._compile(eager_name)
-        else:
-            self.name = f"{eager_name} (inductor compiling)"     # what runs until the swap
-            threading.Thread(target=self._compile, args=(eager_name,), name="inductor-compile", daemon=True).start()
+        self._compile(self.name)
 
     def _compile(self, eager_name: str) -> None:
-        """Compile forward_features with Inductor, run it once on stand-in inputs of the right
-        shapes (that is when compilation happens), then switch _forward to it."""
+        """Compile forward_features with Inductor and run it once on stand-in inputs of the right
+        shapes (that is when compilation happens); _forward then calls it."""
         import torch._inductor.config as inductor_config
 
         cfg = self.config
         t0 = time.perf_counter()
         log.info("inductor: compiling %s (about 40 s on 2 cores the first time, less with Inductor's "
-                 "on-disk cache); serving the eager model meanwhile", cfg.name)
+                 "on-disk cache)", cfg.name)
         try:
             # Weights become constants: folded, and pre-packed once for oneDNN's matrix products.
             inductor_config.freezing = True
@@ -125,19 +114,14 @@ class TorchEngine(Engine):
                 k_inv = torch.from_numpy(np.tile(np.eye(3, dtype=np.float32), (1, N, 1, 1)))
                 t = torch.from_numpy(np.tile(np.eye(4, dtype=np.float32), (1, N, 1, 1)))
                 compiled(images, self.model.geometry(k_inv, t, torch.from_numpy(np.ones((1, N), np.float32))))
-        except Exception as e:            # never take the node down: the eager model keeps serving
+        except Exception as e:            # never take the node down: the eager model serves instead
             log.warning("inductor: compilation failed after %.0f s, staying with the eager model: %s",
                         time.perf_counter() - t0, e)
             self.name = eager_name
         else:
             self._features = compiled
             self.name = eager_name.replace("torch-cpu", "torch-cpu-inductor")
-            log.info("inductor: compiled in %.1f s; now serving the compiled model", time.perf_counter() - t0)
-        self._ready.set()
-
-    def wait_ready(self, timeout: float | None = None) -> bool:
-        # set once compilation has finished, or failed (then the eager model is all there is)
-        return self._ready.wait(timeout)
+            log.info("inductor: compiled in %.1f s", time.perf_counter() - t0)
 
     def _autocast(self):
         if self.precision == "fp32":

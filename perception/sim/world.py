@@ -288,6 +288,7 @@ class World:
         self._build_street_furniture(rng)
         self._build_buildings(rng)
         self._static_scene = self._static.build(0, ())
+        self._last_scene: tuple[int, Scene] | None = None
         self._freeze_movers()
 
     # -- public -----------------------------------------------------------------------------------
@@ -297,7 +298,10 @@ class World:
         return self._state(t_ns)[0]
 
     def scene_at(self, t_ns: int) -> Scene:
-        """Everything needed to render time t: boxes, their parts, distractors, ground, lighting."""
+        """Everything needed to render time t: boxes, their parts, distractors, ground, lighting.
+        The last instant is kept: the sim camera renders it and then publishes its truth."""
+        if self._last_scene is not None and self._last_scene[0] == t_ns:
+            return self._last_scene[1]
         boxes, active, pos, yaw = self._state(t_ns)
         asm = SceneAssembler(self.lighting)
         for k, i in enumerate(active):
@@ -305,7 +309,9 @@ class World:
             asm.add_solid(m.template, (pos[i, 0], pos[i, 1], 0.0), yaw[i], box_index=k, shadow=False)
         dynamic = asm.build(t_ns, tuple(boxes))
         scene = merge_scenes(self._static_scene, dynamic)
-        return _with_shadows(scene, self._shadow_polys(active, pos, yaw))
+        scene = _with_shadows(scene, self._shadow_polys(active, pos, yaw))
+        self._last_scene = (t_ns, scene)
+        return scene
 
     @property
     def num_tracks(self) -> int:
