@@ -55,17 +55,27 @@ def _say(msg: str) -> None:
 def latencies_ms(fn, iters: int, warmup: int, max_seconds: float | None = None) -> np.ndarray:
     """Wall-clock milliseconds of `iters` calls of fn after `warmup` calls (stops early past
     max_seconds, keeping at least 3 samples)."""
+    return interleaved_ms([fn], iters, warmup, max_seconds)[:, 0]
+
+
+def interleaved_ms(fns, iters: int, warmup: int, max_seconds: float | None = None) -> np.ndarray:
+    """[rounds, len(fns)] milliseconds: each round calls every fn once, in order (stops early
+    past max_seconds per fn, keeping at least 3 rounds)."""
     for _ in range(warmup):
-        fn()
-    times = []
-    t_end = None if max_seconds is None else time.perf_counter() + max_seconds
+        for fn in fns:
+            fn()
+    rows = []
+    t_end = None if max_seconds is None else time.perf_counter() + max_seconds * len(fns)
     for _ in range(iters):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-        if t_end is not None and time.perf_counter() > t_end and len(times) >= 3:
+        row = []
+        for fn in fns:
+            t0 = time.perf_counter()
+            fn()
+            row.append((time.perf_counter() - t0) * 1e3)
+        rows.append(row)
+        if t_end is not None and time.perf_counter() > t_end and len(rows) >= 3:
             break
-    return np.asarray(times)
+    return np.asarray(rows).reshape(len(rows), len(fns))
 
 
 def summarize(ms: np.ndarray) -> dict:
@@ -113,25 +123,6 @@ def _reference_gemm():
     m, k, n = REFERENCE_GEMM
     a, b = torch.randn(m, k, generator=g), torch.randn(k, n, generator=g)
     return lambda: torch.mm(a, b)
-
-
-def _interleaved_ms(fns, iters: int, warmup: int, max_seconds: float | None = None) -> np.ndarray:
-    """[rounds, len(fns)] milliseconds: each round calls every fn once, in order."""
-    for _ in range(warmup):
-        for fn in fns:
-            fn()
-    rows = []
-    t_end = None if max_seconds is None else time.perf_counter() + max_seconds * len(fns)
-    for _ in range(iters):
-        row = []
-        for fn in fns:
-            t0 = time.perf_counter()
-            fn()
-            row.append((time.perf_counter() - t0) * 1e3)
-        rows.append(row)
-        if t_end is not None and time.perf_counter() > t_end and len(rows) >= 3:
-            break
-    return np.asarray(rows)
 
 
 def machine_info() -> dict:
@@ -283,7 +274,7 @@ def bench_model(model_dir, backends, *, threads, iters, warmup, max_seconds, all
     #    so a machine that speeds up or slows down (turbo, neighbours) moves all of them alike
     #    and the ratios (between backends, and to the GEMM peak) hold even when the medians drift
     gemm = _reference_gemm()
-    rounds = _interleaved_ms([lambda e=e: e.infer(inputs) for e, _ in engines] + [gemm], iters, warmup, max_seconds)
+    rounds = interleaved_ms([lambda e=e: e.infer(inputs) for e, _ in engines] + [gemm], iters, warmup, max_seconds)
     gemm_gflops = REFERENCE_GEMM_GFLOP / (rounds[:, -1] * 1e-3)
     for k, (engine, r) in enumerate(engines):
         r.update(summarize(rounds[:, k]))
