@@ -24,8 +24,10 @@ def launch_file(tmp_path, model_args):
         args = ["camera", "--name", cam.name, "--endpoint", ep, "--rate", "5"]
         procs.append({"name": f"cam_{cam.name}", "args": args + (["--truth"] if i == 0 else [])})
     fusion = f"ipc://{tmp_path}/fusion"
+    # eager torch: the node is up in seconds, as this test's timing assumes (Inductor would first
+    # compile for 15-40 s; the default backend is exercised by tests/test_backends.py)
     procs.append({"name": "fusion", "args": ["fuse", "--camera-endpoints", *endpoints, "--publish", fusion,
-                                             "--timeout-ms", "150", *model_args]})
+                                             "--timeout-ms", "150", "--backend", "torch", *model_args]})
     path = tmp_path / "launch.yaml"
     path.write_text(yaml.safe_dump({"name": "it", "monitor": fusion, "processes": procs,
                                     "restart": {"initial_backoff_s": 1.0}}))
