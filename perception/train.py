@@ -1,12 +1,13 @@
 """`perception train`: train the BEV ViT on the simulated world. Read it top to bottom.
 
-    perception train --steps 2700                     # the shipped model (engines/bev_vit), ~40 min
+    perception train                                  # the shipped model (engines/bev_vit), ~41 min
     perception train --steps 200 --out runs/smoke     # a quick run
     perception train --out runs/x --resume            # continue an interrupted run
 
 1. Render the training scenes once into a cache (deterministic from the seed range).
 2. Loop: draw a batch, augment it (exposure, blur, noise, a dropped camera), forward,
-   CenterPoint loss (focal heatmap + L1 box regression), AdamW step with warm-up + cosine LR.
+   CenterPoint loss (focal heatmap + L1 box regression) + token-depth Laplace NLL (labels from
+   ray-box intersections, model/depth.py), AdamW step with warm-up + cosine LR.
 3. Every --checkpoint-every steps save model + optimizer state (safetensors + JSON; no pickle),
    so `--resume` continues bit-for-bit where the run stopped.
 4. At the end write the model directory (config.yaml + model.safetensors) and a loss plot.
@@ -37,7 +38,7 @@ class TrainConfig:
     rig: str = str(pcfg.DEFAULT_RIG)
     seed: int = 0
     scenes: int = 8000               # rendered training scenes (world seeds 0 .. scenes-1)
-    steps: int = 2700                # the shipped model: ~40 min from scratch on 2 cores
+    steps: int = 2500                # the shipped model: ~40 min from scratch on 2 cores
     batch: int = 8
     lr: float = 2e-3
     min_lr: float = 2e-5
@@ -45,6 +46,8 @@ class TrainConfig:
     weight_decay: float = 0.02
     grad_clip: float = 1.0
     reg_weight: float = 0.25         # CenterPoint's weight of the box regression loss
+    offset_weight: float = 2.0       # weight of the sub-cell centre offset (dx, dy) inside the box loss
+    depth_weight: float = 0.2        # token-depth Laplace NLL (models with token_depth; depth.py)
     camera_dropout: float = 0.15     # probability a sample loses one random camera
     bf16: bool = False               # bf16 autocast: measured no faster here (memory-bound step), kept as an option
     threads: int = 2
@@ -71,10 +74,13 @@ def focal_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return -(pos_loss.sum() + neg_loss.sum()) / pos.sum().clamp(min=1)
 
 
-def regression_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def regression_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
+                    offset_weight: float = 1.0) -> torch.Tensor:
     """L1 at object centres only. pred/target [B, 10, Hb, Wb], mask [B, Hb, Wb]."""
     m = mask.unsqueeze(1)
-    err = (pred.float() - target).abs() * m * REG_WEIGHTS.view(1, -1, 1, 1)
+    w = REG_WEIGHTS.clone()
+    w[:2] *= offset_weight
+    err = (pred.float() - target).abs() * m * w.view(1, -1, 1, 1)
     return err.sum() / mask.sum().clamp(min=1)
 
 
@@ -105,9 +111,14 @@ def make_batch(data, idx: np.ndarray, model_cfg, rng: np.random.Generator, dropo
     augment(images, mask, rng, dropout)
     heat, reg, reg_mask = zip(*(encode_targets(array_to_boxes(data.boxes[i]), model_cfg) for i in idx))
     t = lambda a: torch.as_tensor(np.stack(a) if isinstance(a, tuple) else a)
-    return ((torch.from_numpy(images), torch.from_numpy(data.intrinsics_inv[idx]),
-             torch.from_numpy(data.ego_from_camera[idx]), torch.from_numpy(mask)),
-            (t(heat).float(), t(reg).float(), t(reg_mask).float()))
+    inputs = (torch.from_numpy(images), torch.from_numpy(data.intrinsics_inv[idx]),
+              torch.from_numpy(data.ego_from_camera[idx]), torch.from_numpy(mask))
+    depth = None
+    if model_cfg.token_depth:
+        from perception.model.depth import token_depth_targets
+
+        depth = token_depth_targets(torch.from_numpy(data.boxes[idx]), *inputs[1:], model_cfg)  # [B, N*T]
+    return inputs, (t(heat).float(), t(reg).float(), t(reg_mask).float(), depth)
 
 
 def lr_at(step: int, tc: TrainConfig) -> float:
@@ -151,6 +162,7 @@ def train(tc: TrainConfig, model_cfg, resume: bool = False, progress: bool = Tru
 
     from perception.dataset import TRAIN_SEED_BASE, DatasetSpec, RigRandomization, build_dataset
     from perception.model import BEVViT
+    from perception.model.depth import laplace_nll
     from perception.model.weights import count_parameters, save_model
 
     from perception.model.cpu_tuning import tune_cpu_allocator
@@ -198,15 +210,17 @@ def train(tc: TrainConfig, model_cfg, resume: bool = False, progress: bool = Tru
         order = np.random.default_rng([tc.seed, epoch]).permutation(len(data))
         idx = np.sort(order[k * tc.batch:(k + 1) * tc.batch])
         rng = np.random.default_rng([tc.seed, 1, step])
-        inputs, (heat_t, reg_t, mask_t) = make_batch(data, idx, model_cfg, rng, tc.camera_dropout)
+        inputs, (heat_t, reg_t, mask_t, depth_t) = make_batch(data, idx, model_cfg, rng, tc.camera_dropout)
 
         for g in opt.param_groups:
             g["lr"] = lr_at(step, tc)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=tc.bf16):
             out_maps = model.forward_train(*inputs)
         l_heat = focal_loss(out_maps["heatmap_logits"], heat_t)
-        l_reg = regression_loss(out_maps["regression"], reg_t, mask_t)
+        l_reg = regression_loss(out_maps["regression"], reg_t, mask_t, tc.offset_weight)
         loss = l_heat + tc.reg_weight * l_reg
+        if depth_t is not None:
+            loss = loss + tc.depth_weight * laplace_nll(out_maps["token_depth"].float(), depth_t)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
@@ -277,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-config", default=None,
                    help="model config YAML (default: the defaults of perception.model.config.ModelConfig)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="override model config fields, e.g. --set use_position_embedding=false heads=1")
+                   help="override model config fields, e.g. --set heads=1 or --set use_position_embedding=false token_depth=false")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.safetensors")
     p.add_argument("--no-progress", action="store_true", help="log lines instead of progress bars")
     return p

@@ -68,10 +68,35 @@ def test_decode_recovers_encoded_boxes():
         cls, centre, size, yaw, vel = BOXES[i]
         got = boxes[0, rank].numpy()
         assert labels[0, rank].item() == classes[i]
-        np.testing.assert_allclose(got[:3], centre, atol=1e-3)
+        # the targets' Gaussians are symmetric about the centre cell, so the heatmap places the
+        # box at that cell's centre (the regressed offset is not used: test below)
+        cell = np.floor((np.asarray(centre[:2]) - cfg.bev_x_range[0]) / cfg.cell_size[0]) + 0.5
+        np.testing.assert_allclose(got[:2], cfg.bev_x_range[0] + cell * cfg.cell_size[0], atol=1e-4)
+        np.testing.assert_allclose(got[2], centre[2], atol=1e-3)
         np.testing.assert_allclose(got[3:6], size, rtol=1e-5)
         assert abs((got[6] - yaw + math.pi) % (2 * math.pi) - math.pi) < 1e-5
         np.testing.assert_allclose(got[7:9], vel, atol=1e-5)
+
+
+def test_decode_places_the_centre_at_the_heatmap_peak_inside_the_cell():
+    cfg = ModelConfig()
+    n = cfg.bev_cells
+    i0, j0, ox, oy = 20, 7, 0.3, -0.2                         # true centre: cell (20, 7) + (0.3, -0.2)
+    ii, jj = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
+    logit = 3.0 - 0.8 * ((ii - i0 - ox) ** 2 + (jj - j0 - oy) ** 2)   # a parabola in logit space
+    heat = torch.zeros(1, cfg.num_classes, n, n)
+    heat[0, 2] = torch.sigmoid(logit)
+    boxes, scores, labels = decode(heat, torch.zeros(1, 10, n, n), cfg, k=5)
+    assert labels[0, 0] == 2
+    cx, cy = cfg.cell_size
+    assert boxes[0, 0, 0].item() == pytest.approx(cfg.bev_x_range[0] + (i0 + 0.5 + ox) * cx, abs=1e-3)
+    assert boxes[0, 0, 1].item() == pytest.approx(cfg.bev_y_range[0] + (j0 + 0.5 + oy) * cy, abs=1e-3)
+    # a lone peak (flat neighbours) or one at the grid edge stays inside its cell
+    edge = torch.zeros(1, cfg.num_classes, n, n)
+    edge[0, 0, 0, n - 1] = 0.9
+    b, _, _ = decode(edge, torch.zeros(1, 10, n, n), cfg, k=1)
+    assert abs(b[0, 0, 0].item() - (cfg.bev_x_range[0] + 0.5 * cx)) <= 0.5 * cx + 1e-6
+    assert abs(b[0, 0, 1].item() - (cfg.bev_y_range[0] + (n - 0.5) * cy)) <= 0.5 * cy + 1e-6
 
 
 def test_decode_suppresses_non_peaks():
@@ -83,5 +108,7 @@ def test_decode_suppresses_non_peaks():
     boxes, scores, labels = decode(heat, torch.zeros(1, 10, cfg.bev_cells, cfg.bev_cells), cfg, k=3)
     assert scores[0].tolist() == pytest.approx([0.9, 0.7, 0.0])
     c = bev_cell_centers(cfg)
-    np.testing.assert_allclose(boxes[0, 0, :2].numpy(), c[10, 10].numpy(), atol=1e-5)
+    # the strong neighbour at (10, 11) pulls the centre toward it, never out of the cell
+    np.testing.assert_allclose(boxes[0, 0, 0].item(), c[10, 10, 0].item(), atol=1e-5)
+    assert c[10, 10, 1] < boxes[0, 0, 1] <= c[10, 10, 1] + 0.5 * cfg.cell_size[1] + 1e-5
     np.testing.assert_allclose(boxes[0, 0, 3:6].numpy(), [1.0, 1.0, 1.0])   # exp(0)

@@ -177,8 +177,8 @@ def test_selected_tokens_contain_the_patch_the_cell_projects_into(cfg, model):
 
 def test_ablation_flags_build_and_run(cfg):
     x = make_inputs(cfg)
-    for kw in ({"use_position_embedding": False}, {"cross_view": False},
-               {"use_position_embedding": False, "cross_view": False}):
+    no_pos = {"use_position_embedding": False, "token_depth": False}
+    for kw in (no_pos, {"cross_view": False}, {"token_depth": False}, {**no_pos, "cross_view": False}):
         c = ModelConfig(**kw)
         torch.manual_seed(0)
         m = BEVViT(c).eval()
@@ -187,6 +187,7 @@ def test_ablation_flags_build_and_run(cfg):
         assert torch.isfinite(out["det_boxes"]).all()
         if not c.use_position_embedding:
             assert not hasattr(m, "pos_embed") and not hasattr(m, "ray_embed")
+            assert not hasattr(m, "token_depth")
             assert not m.cross.attn.use_geometry
             names = [k for k, _ in m.named_parameters()]
             assert not any(k.startswith(("pos_embed", "ray_embed", "cross.attn.geo")) for k in names)
@@ -202,7 +203,7 @@ def test_ablation_flags_build_and_run(cfg):
 def test_parameter_and_flop_budget(cfg, model):
     assert count_parameters(model) < 1_500_000
     assert 1.0e9 < flops_per_frameset(cfg) < 3.0e9          # ~2.5 GFLOP with the conv stem
-    assert flops_per_frameset(ModelConfig(use_position_embedding=False)) < flops_per_frameset(cfg)
+    assert flops_per_frameset(ModelConfig(use_position_embedding=False, token_depth=False)) < flops_per_frameset(cfg)
 
 
 def test_config_yaml_round_trip_and_errors(tmp_path, cfg):

@@ -192,12 +192,16 @@ class GeometricCrossAttention(nn.Module):
         if self.use_geometry and cfg.geometric_prior > 0:
             # per-head log sharpness: heads are free to widen or narrow their geometric window
             self.log_tau = nn.Parameter(torch.full((H,), math.log(cfg.geometric_prior)))
+        if cfg.token_depth:
+            # per-head weight of the token-depth log-likelihood (depth.py) in the logits
+            self.depth_weight = nn.Parameter(torch.ones(H))
 
     def forward(self, query: Tensor, tokens: Tensor, token_mask: Tensor, index: Tensor,
-                key_valid: Tensor, key_geo: Tensor | None, key_angle: Tensor | None = None) -> Tensor:
+                key_valid: Tensor, key_geo: Tensor | None, key_angle: Tensor | None = None,
+                key_depth: Tensor | None = None) -> Tensor:
         # query [Bq, Q, D] (Bq = 1 or B, normalised); tokens [B, S, D] normalised, S = N*T;
         # token_mask [B, S]; index [B, Q, K] into S; key_valid [B, Q, K] (1/0);
-        # key_geo [7, B, Q, K] or None
+        # key_geo [7, B, Q, K] or None; key_angle, key_depth [B, Q, K] or None
         B, S, D = tokens.shape
         Q, K = index.shape[1], index.shape[2]
         H, hd = self.heads, self.head_dim
@@ -222,6 +226,11 @@ class GeometricCrossAttention(nn.Module):
         if key_angle is not None:                                           # [B, Q, K], 1 - cos
             tau = self.log_tau.exp().reshape(1, H, 1, 1)
             logits = logits - tau * key_angle.unsqueeze(1)                  # [B, H, Q, K]
+        if key_depth is not None:
+            # masked keys' depth comes from pixels of a missing camera: it must not shape the
+            # weights (they still feed the attended-geometry term when every key is masked)
+            w = self.depth_weight.reshape(1, H, 1, 1)
+            logits = logits + w * (key_depth * key_valid).unsqueeze(1)      # [B, H, Q, K]
         logits = logits + ((1.0 - key_valid) * MASK_VALUE).unsqueeze(1)    # [B, H, Q, K]
         attn = logits.softmax(dim=-1)                                       # [B, H, Q, K]
 
@@ -246,9 +255,10 @@ class CrossViewBlock(nn.Module):
         self.norm2 = nn.LayerNorm(D)
         self.mlp = Mlp(D, int(D * cfg.bev_mlp_ratio))
 
-    def forward(self, query, tokens, token_mask, index, key_valid, key_geo, key_angle=None) -> Tensor:
+    def forward(self, query, tokens, token_mask, index, key_valid, key_geo, key_angle=None,
+                key_depth=None) -> Tensor:
         x = query + self.attn(self.norm_q(query), self.norm_kv(tokens), token_mask, index,
-                              key_valid, key_geo, key_angle)                # [B, Q, D]
+                              key_valid, key_geo, key_angle, key_depth)     # [B, Q, D]
         return x + self.mlp(self.norm2(x))
 
 

@@ -61,6 +61,10 @@ class ModelConfig:
     # (1 - cos angle between a key's ray and the direction to the cell). 0 = off. It starts
     # each cell looking at the keys whose rays pass through it, instead of an average of 32.
     geometric_prior: float = 100.0
+    # Tokens predict the distance of what they see (depth.py) and each cell weighs its keys by
+    # how well that matches its own distance from the key's camera: picks the right cell along
+    # a viewing ray. Needs use_position_embedding (the pair distance is relative geometry).
+    token_depth: bool = True
     # ablation switches
     use_position_embedding: bool = True   # False: no patch position, no ray embedding, no BEV position, no relative geometry on keys
     cross_view: bool = True               # False: each BEV cell sees only the single camera it projects best into
@@ -136,11 +140,19 @@ def validate_model_config(cfg: ModelConfig, where: str = "model config") -> None
         bad(f"topk {cfg.topk} exceeds the {cfg.tokens_per_view} tokens of one view")
     if cfg.max_detections > cfg.num_classes * cfg.num_bev_queries:
         bad(f"max_detections {cfg.max_detections} exceeds classes x cells")
+    if cfg.token_depth and not cfg.use_position_embedding:
+        bad("token_depth needs use_position_embedding (it compares a token's depth with the "
+            "cell's distance from the token's camera); set token_depth=false as well")
     if cfg.mlp_ratio <= 0 or cfg.bev_mlp_ratio <= 0:
         bad("mlp ratios must be positive")
 
 
 _TUPLE_FIELDS = {"classes", "bev_x_range", "bev_y_range"}
+
+# Fields added after models had been saved, with the value that rebuilds those older models.
+# save_model_config writes every field, so a file holding all other fields but not these is a
+# saved model from before they existed (partial override files keep the current defaults).
+ADDED_LATER = {"token_depth": False}
 
 
 def model_config_from_dict(data, where: str = "model config") -> ModelConfig:
@@ -152,6 +164,8 @@ def model_config_from_dict(data, where: str = "model config") -> ModelConfig:
     unknown = set(data) - set(known)
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(known)}")
+    if set(known) - set(data) <= set(ADDED_LATER):
+        data = {**ADDED_LATER, **data}
     kw = {}
     defaults = ModelConfig.__dataclass_fields__
     for key, value in data.items():

@@ -8,8 +8,9 @@ BEV orientation (used by every output of the model):
     left, flip both axes: image = heatmap[..., ::-1, ::-1].
 
 Regression channels (REGRESSION_CHANNELS): dx, dy = offset of the box centre from the cell
-centre in cells (target in [-0.5, 0.5)); z = centre height in metres; log l, log w, log h
-(metres); sin yaw, cos yaw; vx, vy in m/s - all in the ego frame.
+centre in cells (target in [-0.5, 0.5); trained, but decode places the centre with the heatmap
+peak's sub-cell vertex instead, which measured better: peak_offsets); z = centre height in
+metres; log l, log w, log h (metres); sin yaw, cos yaw; vx, vy in m/s - all in the ego frame.
 """
 from __future__ import annotations
 
@@ -37,13 +38,43 @@ def bev_cell_centers(cfg: ModelConfig) -> Tensor:
     return torch.stack([xx, yy], dim=-1).to(torch.float32)
 
 
+def peak_offsets(heatmap: Tensor, labels: Tensor, row: Tensor, col: Tensor) -> tuple[Tensor, Tensor]:
+    """Sub-cell position of each peak from the heatmap itself: the vertex of the parabola
+    through the peak's logit and its two neighbours, per axis (clamped to half a cell).
+
+    heatmap [B, C, Hb, Wb] probabilities; labels, row, col [B, k] int64 -> (dx, dy) [B, k] in
+    cells. Measured better than the regressed offset channels (mAP 0.197 -> 0.205 on the
+    previous shipped model, 0.107 -> 0.116 at 1000 steps; README): the heatmap is trained at
+    every cell around an object, the offset only at its centre cell."""
+    B, C, Hb, Wb = heatmap.shape
+    p = heatmap.clamp(1e-6, 1.0 - 1e-6)
+    # a one-cell border, so every neighbour index is in range without clamping integers
+    logit = F.pad(torch.log(p) - torch.log(1.0 - p), (1, 1, 1, 1)).reshape(B, C * (Hb + 2) * (Wb + 2))
+    base = labels * ((Hb + 2) * (Wb + 2)) + (row + 1) * (Wb + 2) + (col + 1)
+
+    def at(dr: int, dc: int):
+        return torch.gather(logit, 1, base + (dr * (Wb + 2) + dc))
+
+    def vertex(before, centre, after, inside):
+        den = before - 2.0 * centre + after              # < 0 at a strict peak
+        ok = (den < -1e-6) & inside                      # no fit against the grid's edge
+        off = 0.5 * (before - after) / torch.where(ok, den, torch.full_like(den, -1.0))
+        return torch.where(ok, off.clamp(-0.5, 0.5), torch.zeros_like(off))
+
+    r, c = row.to(heatmap.dtype), col.to(heatmap.dtype)
+    centre = at(0, 0)
+    return (vertex(at(-1, 0), centre, at(1, 0), (r > 0.5) & (r < Hb - 1.5)),
+            vertex(at(0, -1), centre, at(0, 1), (c > 0.5) & (c < Wb - 1.5)))
+
+
 def decode(heatmap: Tensor, regression: Tensor, cfg: ModelConfig, k: int | None = None):
     """Peaks of the class heatmap -> boxes, in the graph (MaxPool, Equal, TopK, GatherElements).
 
     heatmap [B, C, Hb, Wb] probabilities; regression [B, 10, Hb, Wb]; k defaults to
     cfg.max_detections. Returns boxes [B, k, 9] (x, y, z, l, w, h, yaw, vx, vy; ego frame),
     scores [B, k] in decreasing order and labels [B, k] int64 class indices. A cell counts as a
-    peak when it equals the max of its 3x3 neighbourhood (non-peaks get score 0).
+    peak when it equals the max of its 3x3 neighbourhood (non-peaks get score 0); its centre
+    inside the cell comes from the heatmap around the peak (peak_offsets).
     """
     k = cfg.max_detections if k is None else k
     B, C, Hb, Wb = heatmap.shape
@@ -57,9 +88,10 @@ def decode(heatmap: Tensor, regression: Tensor, cfg: ModelConfig, k: int | None 
     col = cell - row * Wb
     R = regression.shape[1]
     reg = torch.gather(regression.reshape(B, R, HW), 2, cell.unsqueeze(1).expand(B, R, k))  # [B, 10, k]
+    dx, dy = peak_offsets(heatmap, labels, row, col)
     cx, cy = cfg.cell_size
-    x = cfg.bev_x_range[0] + (row.to(reg.dtype) + 0.5 + reg[:, 0]) * cx
-    y = cfg.bev_y_range[0] + (col.to(reg.dtype) + 0.5 + reg[:, 1]) * cy
+    x = cfg.bev_x_range[0] + (row.to(reg.dtype) + 0.5 + dx) * cx
+    y = cfg.bev_y_range[0] + (col.to(reg.dtype) + 0.5 + dy) * cy
     z = reg[:, 2]
     lwh = torch.exp(torch.clamp(reg[:, 3:6], LOG_SIZE_CLAMP[0], LOG_SIZE_CLAMP[1]))
     yaw = torch.atan2(reg[:, 6], reg[:, 7])

@@ -5,8 +5,10 @@
       + learned patch position + camera-aware ray embedding      (CVT: ray of each patch centre
         from K^-1 and T_ego_from_camera, plus the camera centre, through an MLP)
       -> view_depth x Block (self-attention per view, weights shared, views folded in batch)
+      -> TokenDepth: per token a Laplace distribution over log distance (depth.py)
       -> geometric top-K cross-view attention from the Hb x Wb BEV queries onto all N*T tokens
-         (bev.py: cosine score, TopK, Gather, relative-geometry embedding, one softmax)
+         (bev.py: cosine score, TopK, Gather, relative-geometry embedding, token-depth
+         likelihood of the cell's distance, one softmax)
       -> bev_depth x BEVBlock (depthwise conv + MLP)
       -> CenterHead -> heatmap logits [B, C, Hb, Wb], regression [B, 10, Hb, Wb]
       -> decode in graph (decode.py) -> det_boxes, det_scores, det_labels
@@ -35,6 +37,7 @@ from perception.model.attention import Block
 from perception.model.bev import _INVALID, BEVBlock, CrossViewBlock, bev_points, key_geometry, select_tokens
 from perception.model.config import ModelConfig
 from perception.model.decode import decode
+from perception.model.depth import TokenDepth, depth_log_likelihood
 from perception.model.embed import BEVQueryEmbed, PatchEmbed, RayEmbed, camera_rays, patch_centre_pixels
 from perception.model.head import CenterHead
 
@@ -61,6 +64,8 @@ class BEVViT(nn.Module):
         self.bev_query = BEVQueryEmbed(cfg, (points[:, :2] - mid) / half)
         self.blocks = nn.ModuleList([Block(D, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.view_depth)])
         self.norm = nn.LayerNorm(D)
+        if cfg.token_depth:
+            self.token_depth = TokenDepth(cfg)
         self.cross = CrossViewBlock(cfg)
         self.bev_blocks = nn.ModuleList([BEVBlock(cfg) for _ in range(cfg.bev_depth)])
         self.head = CenterHead(cfg)
@@ -121,17 +126,25 @@ class BEVViT(nn.Module):
         for blk in self.blocks:
             x = blk(x)                                                       # [B*N, T, D]
         tokens = self.norm(x).reshape(B, N * T, -1)                          # [B, N*T, D]
+        out = {}
+        key_depth = None
+        if cfg.token_depth:
+            out["token_depth"] = self.token_depth(tokens)                    # [B, N*T, 2]
+            key_depth = depth_log_likelihood(out["token_depth"], geo["index"],
+                                             geo["key_geo"][6] * 10.0)       # [B, Q, K]
         bev = self.cross(self.bev_query(), tokens, geo["token_mask"], geo["index"],
-                         geo["key_valid"], geo.get("key_geo"), geo.get("key_angle"))  # [B, Q, D]
+                         geo["key_valid"], geo.get("key_geo"), geo.get("key_angle"),
+                         key_depth)                                          # [B, Q, D]
         for blk in self.bev_blocks:
             bev = blk(bev)
-        heat, reg = self.head(bev)
-        return {"heatmap_logits": heat, "regression": reg}
+        out["heatmap_logits"], out["regression"] = self.head(bev)
+        return out
 
     def forward_train(self, images: Tensor, intrinsics_inv: Tensor, ego_from_camera: Tensor,
                       camera_mask: Tensor) -> dict[str, Tensor]:
         """Everything up to the head, no decode: {"heatmap_logits" [B, C, Hb, Wb] (pre-sigmoid,
-        for a focal loss), "regression" [B, 10, Hb, Wb]}."""
+        for a focal loss), "regression" [B, 10, Hb, Wb]} and, with token_depth, "token_depth"
+        [B, N*T, 2] (log distance, log scale) for its auxiliary loss."""
         return self.forward_features(images, self.geometry(intrinsics_inv, ego_from_camera, camera_mask))
 
     def forward(self, images: Tensor, intrinsics_inv: Tensor, ego_from_camera: Tensor,

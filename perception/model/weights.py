@@ -118,7 +118,9 @@ def flops_per_frameset(cfg: ModelConfig) -> int:
                                   + 2 * T * T * D)                    # q k^T and attn v
     macs += N * Q * N * T * 3                                         # geometric scores (block-diagonal)
     macs += Q * D * D + N * T * 2 * D * D + Q * D * D                 # q, kv, out projections
-    macs += Q * _num_tokens(cfg) * D                                     # q k^T against all tokens (dense)
+    macs += Q * _num_tokens(cfg) * D                                  # q k^T against all tokens (dense)
+    if cfg.token_depth:
+        macs += _num_tokens(cfg) * D * 2                              # token depth head (pairs: elementwise)
     macs += Q * K * D * H                                             # attn v: [H, K] @ [K, D] per cell
     if pos:
         macs += Q * K * 7 * G + Q * K * G * H                         # geometric attention bias MLP
