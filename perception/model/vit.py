@@ -14,13 +14,14 @@
       -> decode in graph (decode.py) -> det_boxes, det_scores, det_labels
 
 Sizes and the budget are explained in config.py. Default config, measured on this 2-core machine
-(torch 2.13 CPU, fp32, 2 threads, cpu_tuning.tune_cpu_allocator(), machine otherwise idle;
-`python -m perception.model.bench --onnx`):
-    parameters                           749 011
-    analytic FLOPs per 6-camera set      2.26 GFLOP (weights.flops_per_frameset)
-    forward, batch 1, torch eager        ~28 ms  (~36 frame sets/s)
-    forward, batch 1, ONNX Runtime CPU   ~31 ms  (~32 frame sets/s; TopK ~25 % of it)
-    fwd + bwd + AdamW step, batch 8      ~0.65 s (~0.99 s without the allocator tuning)
+(torch 2.13 CPU, fp32, 2 threads; `perception bench --threads 2`, backends interleaved; the
+README has the table):
+    parameters                           834 333
+    analytic FLOPs per 6-camera set      2.52 GFLOP (weights.flops_per_frameset)
+    forward, batch 1, Inductor           ~27 ms  (~38 frame sets/s)
+    forward, batch 1, torch eager        ~31 ms  (~32 frame sets/s)
+    forward, batch 1, ONNX Runtime CPU   ~41 ms  (~24 frame sets/s)
+    training step, batch 8               ~0.83 s (fwd + bwd + AdamW, token-depth labels included)
 Calibration-only work (rays, scores, TopK, key geometry: `geometry()`) is ~1/4 of inference;
 it can be cached per (calibration, camera mask).
 

@@ -13,8 +13,9 @@ Inductor (backend spec `inductor`, CPU): the same module through torch.compile w
 C++ code generation and weight freezing. It fuses the elementwise work between the matrix
 products (layer norms, GELU, softmax, masks, residual adds, the gathers' index arithmetic) that
 eager mode runs as separate memory-bound kernels: on the 2-core reference machine, timed
-interleaved with eager in one `perception bench` run, the engine took 19.7 ms per frame set
-against 26.9 ms, with max |heatmap difference| 2.4e-7 (README, Engines).
+interleaved with eager in one `perception bench` run, the shipped model took 26.5 ms per frame
+set against 31.0 ms, with max |heatmap difference| 2.7e-7 (README, Engines; 19.7 against 26.9
+ms before the model had token depth).
 Compiling takes ~40 s on 2 cores the first time (Inductor caches the result on disk: ~15-20 s
 later) and happens in the constructor, like building a TensorRT engine. It cannot run in a
 background thread beside eager inference: Inductor's compile patches torch.nn.Module.__call__
