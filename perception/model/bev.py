@@ -58,10 +58,16 @@ def gather_rows(table: Tensor, flat_index: Tensor) -> Tensor:
     return out.reshape(flat_index.shape + (table.shape[-1],))
 
 
-def _attend_selected(attn: Tensor, values: Tensor, index: Tensor, head_mask: Tensor) -> Tensor:
-    B, S, D = values.shape
+def gather_keys(per_token: Tensor, index: Tensor) -> Tensor:
+    """per_token [B, S, C], index [B, Q, K] into S -> [B, Q, K, C]: each cell's selected keys'
+    rows, all samples in one Gather (sample b's rows sit at b*S in the flattened table)."""
+    B, S, C = per_token.shape
     offs = (torch.arange(B, device=index.device) * S).reshape(B, 1, 1)
-    v_sel = gather_rows(values.reshape(B * S, D), index + offs)             # [B, Q, K, D]
+    return gather_rows(per_token.reshape(B * S, C), index + offs)
+
+
+def _attend_selected(attn: Tensor, values: Tensor, index: Tensor, head_mask: Tensor) -> Tensor:
+    v_sel = gather_keys(values, index)                                      # [B, Q, K, D]
     # one [H, K] @ [K, D] product per cell, then each head keeps its own slice of channels
     return ((attn.transpose(1, 2) @ v_sel) * head_mask).sum(dim=2)           # [B, Q, D]
 
@@ -75,11 +81,9 @@ class _AttendSelected(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, attn, values, index, head_mask):
-        B, S, D = values.shape
-        offs = (torch.arange(B, device=index.device) * S).reshape(B, 1, 1)
-        v_sel = gather_rows(values.reshape(B * S, D), index + offs)         # [B, Q, K, D]
+        v_sel = gather_keys(values, index)                                  # [B, Q, K, D]
         ctx.save_for_backward(attn, v_sel, index, head_mask)
-        ctx.num_tokens = S
+        ctx.num_tokens = values.shape[1]
         return ((attn.transpose(1, 2) @ v_sel) * head_mask).sum(dim=2)
 
     @staticmethod
@@ -227,10 +231,8 @@ class GeometricCrossAttention(nn.Module):
             tau = self.log_tau.exp().reshape(1, H, 1, 1)
             logits = logits - tau * key_angle.unsqueeze(1)                  # [B, H, Q, K]
         if key_depth is not None:
-            # masked keys' depth comes from pixels of a missing camera: it must not shape the
-            # weights (they still feed the attended-geometry term when every key is masked)
             w = self.depth_weight.reshape(1, H, 1, 1)
-            logits = logits + w * (key_depth * key_valid).unsqueeze(1)      # [B, H, Q, K]
+            logits = logits + w * key_depth.unsqueeze(1)                    # [B, H, Q, K]
         logits = logits + ((1.0 - key_valid) * MASK_VALUE).unsqueeze(1)    # [B, H, Q, K]
         attn = logits.softmax(dim=-1)                                       # [B, H, Q, K]
 

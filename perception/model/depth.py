@@ -27,6 +27,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from perception.model.bev import gather_keys
 from perception.model.config import ModelConfig
 
 LOG_SCALE_RANGE = (-4.0, 1.0)   # Laplace scale in log distance: 2 % .. 270 %
@@ -52,10 +53,7 @@ def depth_log_likelihood(token_depth: Tensor, index: Tensor, distance: Tensor) -
     """token_depth [B, S, 2]; index [B, Q, K] into S; distance [B, Q, K] metres from each key's
     camera to the cell's point -> [B, Q, K] Laplace log-likelihood (up to a constant) of that
     distance under the key's prediction."""
-    B, S, _ = token_depth.shape
-    Q, K = index.shape[1], index.shape[2]
-    offs = (torch.arange(B, device=index.device) * S).reshape(B, 1, 1)
-    sel = token_depth.reshape(B * S, 2).index_select(0, (index + offs).reshape(-1)).reshape(B, Q, K, 2)
+    sel = gather_keys(token_depth, index)                                            # [B, Q, K, 2]
     mu, s = sel[..., 0], sel[..., 1]
     return -torch.abs(torch.log(distance.clamp(min=0.1)) - mu) * torch.exp(-s) - s
 

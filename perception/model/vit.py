@@ -131,8 +131,10 @@ class BEVViT(nn.Module):
         key_depth = None
         if cfg.token_depth:
             out["token_depth"] = self.token_depth(tokens)                    # [B, N*T, 2]
-            key_depth = depth_log_likelihood(out["token_depth"], geo["index"],
-                                             geo["key_geo"][6] * 10.0)       # [B, Q, K]
+            # a missing camera's depths are zeroed like its keys and values (bev.py), so its
+            # pixels cannot shape the attention weights even where every key is masked
+            known = out["token_depth"] * geo["token_mask"].unsqueeze(-1)
+            key_depth = depth_log_likelihood(known, geo["index"], geo["key_geo"][6] * 10.0)  # [B, Q, K]
         bev = self.cross(self.bev_query(), tokens, geo["token_mask"], geo["index"],
                          geo["key_valid"], geo.get("key_geo"), geo.get("key_angle"),
                          key_depth)                                          # [B, Q, D]
