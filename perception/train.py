@@ -48,6 +48,8 @@ class TrainConfig:
     reg_weight: float = 0.25         # CenterPoint's weight of the box regression loss
     offset_weight: float = 2.0       # weight of the sub-cell centre offset (dx, dy) inside the box loss
     depth_weight: float = 0.2        # token-depth Laplace NLL (models with token_depth; depth.py)
+    subcell_heatmap: bool = False    # heatmap Gaussians centred on the true sub-cell position (decode.encode_targets)
+    class_balance: float = 0.0       # heatmap loss weight of class c ~ (its share of training boxes)^-class_balance
     camera_dropout: float = 0.15     # probability a sample loses one random camera
     bf16: bool = False               # bf16 autocast: measured no faster here (memory-bound step), kept as an option
     threads: int = 2
@@ -62,16 +64,32 @@ class TrainConfig:
 REG_WEIGHTS = torch.tensor([1, 1, 1, 1, 1, 1, 1, 1, 0.2, 0.2])
 
 
-def focal_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def focal_loss(logits: torch.Tensor, target: torch.Tensor, class_weights: torch.Tensor | None = None) -> torch.Tensor:
     """CenterNet's penalty-reduced focal loss (target peaks are exactly 1), from logits:
-    log-sigmoid keeps it finite where a clamped sigmoid would saturate."""
+    log-sigmoid keeps it finite where a clamped sigmoid would saturate. logits, target
+    [B, C, Hb, Wb]; class_weights [C] scales each class's channel (None: all 1)."""
     logits = logits.float()
     p = torch.sigmoid(logits)
     pos = target.eq(1).float()
     neg_weight = (1 - target) ** 4
     pos_loss = F.logsigmoid(logits) * (1 - p) ** 2 * pos
     neg_loss = F.logsigmoid(-logits) * p ** 2 * neg_weight * (1 - pos)
-    return -(pos_loss.sum() + neg_loss.sum()) / pos.sum().clamp(min=1)
+    per_class = (pos_loss + neg_loss).sum(dim=(0, 2, 3))                   # [C]
+    if class_weights is not None:
+        per_class = per_class * class_weights
+    return -per_class.sum() / pos.sum().clamp(min=1)
+
+
+def class_weights(boxes: np.ndarray, num_classes: int, exponent: float) -> torch.Tensor | None:
+    """Heatmap loss weights w_c ~ n_c^-exponent from the training boxes [S, MAX_OBJECTS, 10]
+    (cls -1 = padding), scaled so that sum_c n_c w_c = sum_c n_c: the loss of an average box is
+    unchanged, rare classes (the small ones here) weigh more. exponent 0 -> None (plain loss)."""
+    if exponent == 0:
+        return None
+    cls = boxes[..., 0].reshape(-1)
+    n = np.bincount(cls[cls >= 0].astype(np.int64), minlength=num_classes).astype(np.float64) + 1.0
+    w = n ** -exponent
+    return torch.tensor(w * n.sum() / (n * w).sum(), dtype=torch.float32)
 
 
 def regression_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
@@ -102,14 +120,16 @@ def augment(images: np.ndarray, mask: np.ndarray, rng: np.random.Generator, drop
             images[b, n] = rng.integers(0, 256, images[b, n].shape, dtype=np.uint8)   # must not matter
 
 
-def make_batch(data, idx: np.ndarray, model_cfg, rng: np.random.Generator, dropout: float):
+def make_batch(data, idx: np.ndarray, model_cfg, rng: np.random.Generator, dropout: float,
+               subcell: bool = False):
     from perception.dataset import array_to_boxes
     from perception.model.decode import encode_targets
 
     images = np.ascontiguousarray(data.images[idx])                    # copies out of the memmap
     mask = np.ones(images.shape[:2], np.float32)
     augment(images, mask, rng, dropout)
-    heat, reg, reg_mask = zip(*(encode_targets(array_to_boxes(data.boxes[i]), model_cfg) for i in idx))
+    heat, reg, reg_mask = zip(*(encode_targets(array_to_boxes(data.boxes[i]), model_cfg, subcell=subcell)
+                                 for i in idx))
     t = lambda a: torch.as_tensor(np.stack(a) if isinstance(a, tuple) else a)
     inputs = (torch.from_numpy(images), torch.from_numpy(data.intrinsics_inv[idx]),
               torch.from_numpy(data.ego_from_camera[idx]), torch.from_numpy(mask))
@@ -186,6 +206,10 @@ def train(tc: TrainConfig, model_cfg, resume: bool = False, progress: bool = Tru
     data = build_dataset(spec, model_cfg, workers=tc.workers, progress=progress)
     t_data = time.time() - t_start
 
+    weights = class_weights(data.boxes, model_cfg.num_classes, tc.class_balance)
+    if weights is not None:
+        log.info("heatmap class weights: %s", dict(zip(model_cfg.classes, np.round(weights.numpy(), 2).tolist())))
+
     # 2. model and optimizer
     model = BEVViT(model_cfg)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
@@ -210,13 +234,14 @@ def train(tc: TrainConfig, model_cfg, resume: bool = False, progress: bool = Tru
         order = np.random.default_rng([tc.seed, epoch]).permutation(len(data))
         idx = np.sort(order[k * tc.batch:(k + 1) * tc.batch])
         rng = np.random.default_rng([tc.seed, 1, step])
-        inputs, (heat_t, reg_t, mask_t, depth_t) = make_batch(data, idx, model_cfg, rng, tc.camera_dropout)
+        inputs, (heat_t, reg_t, mask_t, depth_t) = make_batch(data, idx, model_cfg, rng, tc.camera_dropout,
+                                                                tc.subcell_heatmap)
 
         for g in opt.param_groups:
             g["lr"] = lr_at(step, tc)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=tc.bf16):
             out_maps = model.forward_train(*inputs)
-        l_heat = focal_loss(out_maps["heatmap_logits"], heat_t)
+        l_heat = focal_loss(out_maps["heatmap_logits"], heat_t, weights)
         l_reg = regression_loss(out_maps["regression"], reg_t, mask_t, tc.offset_weight)
         loss = l_heat + tc.reg_weight * l_reg
         if depth_t is not None:

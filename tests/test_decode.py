@@ -45,6 +45,33 @@ def test_encode_targets_shapes_and_peaks():
     assert (np.abs(reg[:2][:, mask > 0]) <= 0.5).all()
 
 
+def test_subcell_targets_tell_decode_where_in_the_cell_the_centre_is():
+    cfg = ModelConfig()
+    centred, _, mask = encode_targets(BOXES, cfg)
+    subcell, _, mask_s = encode_targets(BOXES, cfg, subcell=True)
+    # same positives (the centre cells), different neighbours
+    assert ((centred == 1.0) == (subcell == 1.0)).all() and (mask == mask_s).all()
+    assert not np.allclose(centred, subcell)
+    # decoding the targets themselves: the centred Gaussians place every box at its cell's
+    # centre, the sub-cell ones move it towards the true centre
+    reg = torch.zeros(1, 10, cfg.bev_cells, cfg.bev_cells)
+    for heat in (centred, subcell):
+        boxes, scores, labels = decode(torch.from_numpy(heat)[None], reg, cfg, k=len(BOXES))
+        errors, inner = [], []
+        for got, label in zip(boxes[0].numpy(), labels[0].tolist()):
+            truth = np.asarray([b[1][:2] for b in BOXES
+                                if (cfg.classes.index(b[0]) if isinstance(b[0], str) else b[0]) == label][0])
+            errors.append(np.linalg.norm(got[:2] - truth))
+            cell = np.floor((truth - cfg.bev_x_range[0]) / cfg.cell_size[0])
+            inner.append(bool((cell > 0).all() and (cell < cfg.bev_cells - 1).all()))   # edges: no sub-cell fit
+        if heat is centred:
+            cell_errors = np.array(errors)
+        else:
+            moved = (cell_errors > 0.2 * cfg.cell_size[0]) & np.array(inner)   # well away from their cell's centre
+            assert moved.sum() >= 2
+            assert (np.array(errors)[moved] < cell_errors[moved]).all()
+
+
 def test_boxes_outside_the_grid_are_skipped():
     cfg = ModelConfig()
     heat, reg, mask = encode_targets([("car", (40.0, 0.0, 0.8), (4, 2, 1.5), 0.0, (0, 0))], cfg)

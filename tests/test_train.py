@@ -8,7 +8,8 @@ from perception.config import DEFAULT_MODEL_DIR, DEFAULT_RIG, load_rig
 from perception.dataset import RigRandomization, array_to_boxes, boxes_to_array, render_sample
 from perception.model import BEVViT, ModelConfig, encode_targets
 from perception.model.config import replace_config
-from perception.train import TrainConfig, focal_loss, load_checkpoint, regression_loss, save_checkpoint
+from perception.train import (TrainConfig, class_weights, focal_loss, load_checkpoint, regression_loss,
+                              save_checkpoint)
 
 TINY = replace_config(ModelConfig(), dim=32, heads=2, view_depth=1, bev_depth=1, bev_cells=16, topk=8,
                       stem_width=8, head_hidden=16, geo_hidden=8)
@@ -30,6 +31,25 @@ def test_focal_loss_prefers_the_right_heatmap():
     good = torch.full_like(target, -6.0)
     good[0, 0, 3, 4] = 6.0
     assert focal_loss(good, target) < 0.01 < focal_loss(torch.zeros_like(target), target)
+
+
+def test_class_weights_favour_rare_classes_and_keep_the_average_box():
+    boxes = np.full((4, 8, 10), -1.0, np.float32)
+    boxes[:, :6, 0] = 0                       # 24 boxes of class 0
+    boxes[:, 6, 0] = 1                        # 4 of class 1, none of class 2
+    assert class_weights(boxes, 3, 0.0) is None
+    w = class_weights(boxes, 3, 0.5).double()
+    n = torch.tensor([25.0, 5.0, 1.0], dtype=torch.float64)   # counts + 1
+    assert w[0] < w[1] < w[2]
+    assert w[1] / w[0] == pytest.approx(5 ** 0.5)
+    assert (n * w).sum() == pytest.approx(n.sum())
+    # per-class weights scale the focal loss channel by channel
+    logits, target = torch.randn(2, 3, 6, 6), torch.zeros(2, 3, 6, 6)
+    target[0, 1, 2, 2] = 1.0
+    per_class = [focal_loss(logits[:, c:c + 1], target[:, c:c + 1]) for c in range(3)]
+    expected = sum(wc * lc for wc, lc in zip(w.float(), per_class))  # each normalised by the 1 positive
+    assert focal_loss(logits, target, w.float()) == pytest.approx(expected.item(), rel=1e-5)
+    assert focal_loss(logits, target, torch.ones(3)) == pytest.approx(focal_loss(logits, target).item(), rel=1e-6)
 
 
 def test_regression_loss_counts_only_object_centres():

@@ -124,15 +124,20 @@ def _class_index(cls, cfg: ModelConfig) -> int:
     return c
 
 
-def encode_targets(boxes, cfg: ModelConfig, *, min_radius: float = 1.0, min_overlap: float = 0.1):
+def encode_targets(boxes, cfg: ModelConfig, *, min_radius: float = 1.0, min_overlap: float = 0.1,
+                   subcell: bool = False):
     """CenterPoint training targets (numpy float32).
 
     boxes: iterable of (cls, center (x, y, z), size (l, w, h), yaw, velocity (vx, vy)), ego
     frame, cls a class index or name. Boxes whose centre is outside the grid are skipped.
-    Returns heatmap_target [C, Hb, Wb] (a Gaussian per box at its centre cell, sigma =
-    (2r + 1) / 6 with r the CenterPoint radius in cells, at least min_radius; overlapping
-    Gaussians merge by max), regression_target [10, Hb, Wb] and reg_mask [Hb, Wb] (1 at centre
-    cells). When two boxes share a centre cell the later one wins the regression target.
+    Returns heatmap_target [C, Hb, Wb] (a Gaussian per box, sigma = (2r + 1) / 6 with r the
+    CenterPoint radius in cells, at least min_radius; overlapping Gaussians merge by max),
+    regression_target [10, Hb, Wb] and reg_mask [Hb, Wb] (1 at centre cells). When two boxes
+    share a centre cell the later one wins the regression target.
+    The Gaussian is centred on the centre cell (CenterPoint), or with subcell=True on the box's
+    true position inside it, so the neighbours' values say where in the cell the centre lies -
+    what decode's sub-cell peak (peak_offsets) reads. The centre cell is 1 either way (the
+    focal loss's positives).
     """
     C, n = cfg.num_classes, cfg.bev_cells
     cx, cy = cfg.cell_size
@@ -152,7 +157,8 @@ def encode_targets(boxes, cfg: ModelConfig, *, min_radius: float = 1.0, min_over
             continue
         r = max(min_radius, gaussian_radius(l / cx, w / cy, min_overlap))
         sigma = (2 * r + 1) / 6.0
-        g = np.exp(-((ii - i) ** 2 + (jj - j) ** 2) / (2 * sigma * sigma)).astype(np.float32)
+        gi, gj = (fx - 0.5, fy - 0.5) if subcell else (i, j)          # Gaussian centre, in cells
+        g = np.exp(-((ii - gi) ** 2 + (jj - gj) ** 2) / (2 * sigma * sigma)).astype(np.float32)
         g[np.abs(ii - i) > math.ceil(r)] = 0.0
         g[np.abs(jj - j) > math.ceil(r)] = 0.0
         np.maximum(heat[c], g, out=heat[c])
