@@ -208,7 +208,7 @@ def train(tc: TrainConfig, model_cfg, resume: bool = False, progress: bool = Tru
 
     weights = class_weights(data.boxes, model_cfg.num_classes, tc.class_balance)
     if weights is not None:
-        log.info("heatmap class weights: %s", dict(zip(model_cfg.classes, np.round(weights.numpy(), 2).tolist())))
+        log.info("heatmap class weights: %s", {c: round(float(w), 2) for c, w in zip(model_cfg.classes, weights)})
 
     # 2. model and optimizer
     model = BEVViT(model_cfg)

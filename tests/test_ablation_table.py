@@ -21,3 +21,13 @@ def test_table_rows_are_relative_to_the_first_run(tmp_path):
     base, no_pos = (r.split(" | ") for r in rows[2:])
     assert base[1] == "0.200" and base[7] == "0.400" and base[-1].startswith("100%")
     assert no_pos[1] == "0.050" and no_pos[7] == "0.100" and no_pos[-1].startswith("25%")
+
+
+def test_per_class_table_has_a_column_per_class(tmp_path):
+    _eval(tmp_path / "baseline", 0.2, 0.4)
+    _eval(tmp_path / "balanced", 0.3, 0.1)
+    rows = table(tmp_path, ["baseline", "balanced"], per_class=True).splitlines()
+    assert "| car AP | truck AP |" in rows[0]
+    assert all(len(r.split("|")) == len(rows[0].split("|")) for r in rows)
+    balanced = rows[3].split(" | ")
+    assert balanced[7:9] == ["0.100", "0.300"] and balanced[-1].startswith("150%")

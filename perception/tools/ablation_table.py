@@ -1,4 +1,9 @@
-"""Markdown table of ablation evals: python -m perception.tools.ablation_table RUNS_DIR NAME..."""
+"""Markdown table of ablation or A/B evals, each run relative to the first:
+
+    python -m perception.tools.ablation_table RUNS_DIR NAME... [--per-class]
+
+reads RUNS_DIR/NAME/eval.json (written by `perception eval --json`). --per-class puts every
+class's AP in the table instead of the car's alone (for changes aimed at some classes)."""
 from __future__ import annotations
 
 import json
@@ -6,21 +11,23 @@ import sys
 from pathlib import Path
 
 
-def table(root: Path, names: list[str]) -> str:
-    rows = ["| run | mAP | NDS | AP@0.5 | AP@1 | AP@2 | AP@4 | car AP | mATE | mAOE | mAP vs baseline |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    base = None
-    for name in names:
-        m = json.loads((root / name / "eval.json").read_text())
+def table(root: Path, names: list[str], per_class: bool = False) -> str:
+    evals = [json.loads((root / name / "eval.json").read_text()) for name in names]
+    classes = list(evals[0]["per_class"]) if per_class else ["car"]
+    rows = ["| run | mAP | NDS | AP@0.5 | AP@1 | AP@2 | AP@4 | " + " | ".join(f"{c} AP" for c in classes)
+            + " | mATE | mAOE | mAP vs baseline |",
+            "|" + " --- |" * (10 + len(classes))]
+    base = evals[0]["mAP"]
+    for name, m in zip(names, evals):
         per = m["per_class"].values()
         ap_at = {t: sum(c[f"AP@{t}"] for c in per) / len(per) for t in ("0.5", "1.0", "2.0", "4.0")}
-        base = m["mAP"] if base is None else base
         rows.append(f"| {name} | {m['mAP']:.3f} | {m['NDS']:.3f} | {ap_at['0.5']:.3f} | {ap_at['1.0']:.3f} | "
-                    f"{ap_at['2.0']:.3f} | {ap_at['4.0']:.3f} | {m['per_class']['car']['AP']:.3f} | "
-                    f"{m['mATE']:.2f} | {m['mAOE']:.2f} | "
-                    f"{m['mAP'] / base:.0%} |")
+                    f"{ap_at['2.0']:.3f} | {ap_at['4.0']:.3f} | "
+                    + " | ".join(f"{m['per_class'][c]['AP']:.3f}" for c in classes)
+                    + f" | {m['mATE']:.2f} | {m['mAOE']:.2f} | {m['mAP'] / base:.0%} |")
     return "\n".join(rows)
 
 
 if __name__ == "__main__":
-    print(table(Path(sys.argv[1]), sys.argv[2:]))
+    args = [a for a in sys.argv[1:] if a != "--per-class"]
+    print(table(Path(args[0]), args[1:], per_class="--per-class" in sys.argv))
