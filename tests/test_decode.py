@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from perception.model import ModelConfig, bev_cell_centers, decode, encode_targets
+from perception.model.decode import _class_index
 
 BOXES = [  # (cls, centre, size, yaw, velocity)
     ("car", (12.3, -4.1, 0.8), (4.5, 1.9, 1.6), 0.3, (5.0, -0.5)),
@@ -54,22 +55,25 @@ def test_subcell_targets_tell_decode_where_in_the_cell_the_centre_is():
     assert not np.allclose(centred, subcell)
     # decoding the targets themselves: the centred Gaussians place every box at its cell's
     # centre, the sub-cell ones move it towards the true centre
+    centred_err, inner = _decoded_centre_errors(centred, cfg)
+    subcell_err, _ = _decoded_centre_errors(subcell, cfg)
+    moved = (centred_err > 0.2 * cfg.cell_size[0]) & inner          # well away from their cell's centre
+    assert moved.sum() >= 2
+    assert (subcell_err[moved] < centred_err[moved]).all()
+
+
+def _decoded_centre_errors(heat, cfg):
+    """Decode a target heatmap (zero regression): per detection, the distance from its box's
+    true centre, and whether that centre's cell is off the grid edge (edges: no sub-cell fit)."""
     reg = torch.zeros(1, 10, cfg.bev_cells, cfg.bev_cells)
-    for heat in (centred, subcell):
-        boxes, scores, labels = decode(torch.from_numpy(heat)[None], reg, cfg, k=len(BOXES))
-        errors, inner = [], []
-        for got, label in zip(boxes[0].numpy(), labels[0].tolist()):
-            truth = np.asarray([b[1][:2] for b in BOXES
-                                if (cfg.classes.index(b[0]) if isinstance(b[0], str) else b[0]) == label][0])
-            errors.append(np.linalg.norm(got[:2] - truth))
-            cell = np.floor((truth - cfg.bev_x_range[0]) / cfg.cell_size[0])
-            inner.append(bool((cell > 0).all() and (cell < cfg.bev_cells - 1).all()))   # edges: no sub-cell fit
-        if heat is centred:
-            cell_errors = np.array(errors)
-        else:
-            moved = (cell_errors > 0.2 * cfg.cell_size[0]) & np.array(inner)   # well away from their cell's centre
-            assert moved.sum() >= 2
-            assert (np.array(errors)[moved] < cell_errors[moved]).all()
+    boxes, _, labels = decode(torch.from_numpy(heat)[None], reg, cfg, k=len(BOXES))
+    errors, inner = [], []
+    for got, label in zip(boxes[0].numpy(), labels[0].tolist()):
+        truth = np.asarray(next(b[1][:2] for b in BOXES if _class_index(b[0], cfg) == label))
+        errors.append(np.linalg.norm(got[:2] - truth))
+        cell = np.floor((truth - cfg.bev_x_range[0]) / cfg.cell_size[0])
+        inner.append(bool((cell > 0).all() and (cell < cfg.bev_cells - 1).all()))
+    return np.array(errors), np.array(inner)
 
 
 def test_boxes_outside_the_grid_are_skipped():
