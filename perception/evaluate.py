@@ -6,8 +6,9 @@
 Scenes come from the test split (sample ids 4e9 + seed + i: worlds from 1e9 on), which
 training never uses. Each scene
 goes through the same preprocessing and engine interface as the live node. Writes the metrics
-(JSON), a precision-recall plot and a picture of one scene (camera views with projected
-boxes, and the BEV with truth and detections).
+(JSON, including `per_range`: mAP and per-class AP in bands of distance from the ego), a
+precision-recall plot, an AP-against-distance plot and a picture of one scene (camera views
+with projected boxes, and the BEV with truth and detections).
 """
 from __future__ import annotations
 
@@ -67,7 +68,7 @@ def run_eval(model_dir, scenes: int, seed: int, rig_path, backend: str = "torch"
     from tqdm import tqdm
 
     from perception.dataset import TEST_SEED_BASE, RigRandomization, render_sample
-    from perception.metrics import evaluate
+    from perception.metrics import evaluate, evaluate_by_range
     from perception.model.config import load_model_config
     from perception.runtime import create_engine
 
@@ -91,6 +92,7 @@ def run_eval(model_dir, scenes: int, seed: int, rig_path, backend: str = "torch"
         if first is None:
             first = (sample_id, g, [b for b in d if b.score >= 0.3])
     metrics = evaluate(dets, gts, model_cfg.classes)
+    metrics["per_range"] = evaluate_by_range(dets, gts, model_cfg.classes)
     metrics.update(scenes=scenes, seed=seed, test_sample_ids=[TEST_SEED_BASE + seed, TEST_SEED_BASE + seed + scenes - 1],
                    rig=str(rig_path), model=str(model_dir), backend=engine.name,
                    engine_ms_median=float(np.median(t_model) * 1e3))
@@ -122,6 +124,38 @@ def plot_pr(curves: dict, path: Path, classes) -> None:
     plt.close(fig)
 
 
+def _band_label(band: dict) -> str:
+    return f"{band['lo']:.0f}-{band['hi']:.0f} m" if band["hi"] is not None else f">{band['lo']:.0f} m"
+
+
+def plot_ap_vs_range(per_range: list[dict], path: Path, classes) -> None:
+    """AP per class and mAP in each distance band, with each band's share of the ground truth:
+    where the score is won and lost."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [_band_label(b) for b in per_range]
+    x = np.arange(len(per_range))
+    fig, (ax, ax_n) = plt.subplots(2, 1, figsize=(7, 5.2), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    for cls in classes:
+        ax.plot(x, [b["AP"][cls] for b in per_range], marker="o", label=cls)
+    ax.plot(x, [b["mAP"] for b in per_range], color="k", lw=2.5, marker="s", label="mAP")
+    ax.set_ylabel("AP (mean over 0.5/1/2/4 m)")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, ncol=2)
+    total = sum(sum(b["num_gt"].values()) for b in per_range) or 1
+    ax_n.bar(x, [100 * sum(b["num_gt"].values()) / total for b in per_range], color="0.6")
+    ax_n.set_ylabel("% of truth")
+    ax_n.set_xticks(x, labels)
+    ax_n.set_xlabel("ground-plane distance from the ego origin")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def save_scene_picture(first, rig, path: Path) -> None:
     import cv2
 
@@ -145,6 +179,10 @@ def format_table(m: dict) -> str:
                      f"{f(r['ATE'])}{f(r['ASE'])}{f(r['AOE'])}{f(r['AVE'])}{r['num_gt']:7d}")
     lines.append(f"mAP {m['mAP']:.3f}   NDS {m['NDS']:.3f}   mATE {m['mATE']:.3f}  mASE {m['mASE']:.3f}  "
                  f"mAOE {m['mAOE']:.3f}  mAVE {m['mAVE']:.3f}   ({m['scenes']} scenes, {m['backend']})")
+    for band in m.get("per_range", ()):
+        n = sum(band["num_gt"].values())
+        lines.append(f"  {_band_label(band):<10} mAP {band['mAP']:.3f}  ({n} truth boxes)  "
+                     + "  ".join(f"{c} {ap:.2f}" for c, ap in band["AP"].items()))
     return "\n".join(lines)
 
 
@@ -177,8 +215,9 @@ def main(argv=None) -> int:
     plots = Path(args.plots) if args.plots else (Path(args.json).parent if args.json else Path("out/eval"))
     plots.mkdir(parents=True, exist_ok=True)
     plot_pr(curves, plots / "pr_curves.png", model_cfg.classes)
+    plot_ap_vs_range(metrics["per_range"], plots / "ap_vs_range.png", model_cfg.classes)
     save_scene_picture(first, rig, plots / "scene.png")
-    log.info("plots: %s, %s", plots / "pr_curves.png", plots / "scene.png")
+    log.info("plots: %s, %s, %s", plots / "pr_curves.png", plots / "ap_vs_range.png", plots / "scene.png")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(metrics, indent=1))

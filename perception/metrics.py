@@ -168,3 +168,26 @@ def evaluate(detections: list[Box], ground_truth: list[Box], classes: tuple[str,
                           "num_gt": r.num_gt} for c, r in per_class.items()},
         "_curves": {c: r.pr_curves for c, r in per_class.items()},   # for plots; dropped from JSON
     }
+
+
+RANGE_BANDS = ((0.0, 10.0), (10.0, 20.0), (20.0, 30.0), (30.0, float("inf")))
+
+
+def evaluate_by_range(detections: list[Box], ground_truth: list[Box], classes: tuple[str, ...],
+                      bands=RANGE_BANDS) -> list[dict]:
+    """`evaluate` within bands of ground-plane distance from the ego origin. Detections and
+    ground truth are both cut at the band edges, as nuScenes cuts both at its class ranges, so a
+    box near an edge can match on neither side: the bands show where the score comes from,
+    they do not add up to it. Returns per band: lo, hi (null = no limit), mAP, per-class AP and
+    num_gt; mAP averages only the classes with ground truth in the band."""
+    def dist(b: Box) -> float:
+        return float(np.hypot(b.center[0], b.center[1]))
+
+    out = []
+    for lo, hi in bands:
+        m = evaluate([d for d in detections if lo <= dist(d) < hi],
+                     [g for g in ground_truth if lo <= dist(g) < hi], classes)
+        out.append({"lo": lo, "hi": None if np.isinf(hi) else hi, "mAP": m["mAP"],
+                    "AP": {c: r["AP"] for c, r in m["per_class"].items()},
+                    "num_gt": {c: r["num_gt"] for c, r in m["per_class"].items()}})
+    return out

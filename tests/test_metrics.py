@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from perception.metrics import Box, aligned_iou, average_precision, evaluate, match, yaw_error
+from perception.metrics import Box, aligned_iou, average_precision, evaluate, evaluate_by_range, match, yaw_error
 
 CLASSES = ("car", "pedestrian")
 
@@ -80,3 +80,21 @@ def test_traffic_cone_has_no_orientation_or_velocity_error():
     gt = [box(0, 5, 5, "traffic_cone", size=(0.4, 0.4, 0.7))]
     r = evaluate([box(0, 5, 5, "traffic_cone", size=(0.4, 0.4, 0.7), yaw=2.0, score=0.5)], gt, ("traffic_cone",))
     assert r["per_class"]["traffic_cone"]["AOE"] is None and r["per_class"]["traffic_cone"]["AVE"] is None
+
+
+def test_range_bands_score_near_and_far_separately():
+    # scene(): cars at 10.0 m, 9.4 m and 20.2 m, a pedestrian at 12.4 m. Find the two near cars
+    # and the pedestrian exactly, put the far car's detection 3 m off: only the 20-30 m band,
+    # where that car lies, loses AP.
+    gt = scene()
+    dets = [Box(**{**g.__dict__, "score": 0.9}) for g in gt[:2] + gt[3:]] + [box(1, 23, -3, score=0.8)]
+    bands = evaluate_by_range(dets, gt, CLASSES)
+    by_lo = {b["lo"]: b for b in bands}
+    assert [b["hi"] for b in bands] == [10.0, 20.0, 30.0, None]
+    assert by_lo[0.0]["num_gt"] == {"car": 1, "pedestrian": 0}               # the car at 9.4 m
+    assert by_lo[0.0]["mAP"] == pytest.approx(1.0)                           # classes without truth do not count
+    assert by_lo[10.0]["num_gt"] == {"car": 1, "pedestrian": 1}
+    assert by_lo[10.0]["mAP"] == pytest.approx(1.0)
+    # 3 m off: a miss at 0.5, 1 and 2 m, a hit at 4 m
+    assert by_lo[20.0]["AP"]["car"] == pytest.approx(0.25)
+    assert sum(sum(b["num_gt"].values()) for b in bands) == len(gt)
