@@ -1,6 +1,6 @@
 """`perception train`: train the BEV ViT on the simulated world. Read it top to bottom.
 
-    perception train                                  # the shipped model (engines/bev_vit), ~41 min
+    perception train                                  # the shipped model (engines/bev_vit), ~32 min
     perception train --steps 200 --out runs/smoke     # a quick run
     perception train --out runs/x --resume            # continue an interrupted run
 
@@ -38,11 +38,14 @@ class TrainConfig:
     rig: str = str(pcfg.DEFAULT_RIG)
     seed: int = 0
     scenes: int = 8000               # rendered training scenes (world seeds 0 .. scenes-1)
-    steps: int = 2500                # the shipped model: ~40 min from scratch on 2 cores
-    batch: int = 8
-    lr: float = 2e-3
+    # The shipped model: ~32 min from scratch on 2 cores. Batch 2 because on a CPU a step costs
+    # about its samples, and at equal compute more, noisier updates learned faster than batch 4
+    # or 8 (docs/measurements/batch_ab_equal_time.md).
+    steps: int = 9000
+    batch: int = 2
+    lr: float = 1e-3
     min_lr: float = 2e-5
-    warmup: int = 200
+    warmup: int = 800                # steps (1600 samples)
     weight_decay: float = 0.02
     grad_clip: float = 1.0
     reg_weight: float = 0.25         # CenterPoint's weight of the box regression loss

@@ -179,4 +179,8 @@ def test_exported_graph_runs_in_onnxruntime(exported, model_dir):
     with torch.inference_mode():
         ref = model(*x)
     np.testing.assert_allclose(got["heatmap"], ref["heatmap"].numpy(), atol=1e-4)
-    np.testing.assert_allclose(got["regression"], ref["regression"].numpy(), atol=1e-4)
+    # Regression channels are metres, log sizes and m/s up to a few units: fp32 kernels that
+    # sum in another order differ in proportion to the values (1.1e-4 on a log size of 2.2
+    # with the batch 2 weights), so the bound scales with the largest value.
+    reg = ref["regression"].numpy()
+    np.testing.assert_allclose(got["regression"], reg, atol=1e-4 * max(1.0, float(np.abs(reg).max())))

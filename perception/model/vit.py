@@ -21,7 +21,7 @@ README has the table):
     forward, batch 1, Inductor           ~27 ms  (~38 frame sets/s)
     forward, batch 1, torch eager        ~31 ms  (~32 frame sets/s)
     forward, batch 1, ONNX Runtime CPU   ~41 ms  (~24 frame sets/s)
-    training step, batch 8               ~0.83 s (fwd + bwd + AdamW, token-depth labels included)
+    training step, batch 8 / batch 2     ~0.7–0.83 s / ~0.19 s (fwd + bwd + AdamW, token-depth labels included)
 Calibration-only work (rays, scores, TopK, key geometry: `geometry()`) is ~1/4 of inference;
 it can be cached per (calibration, camera mask).
 
