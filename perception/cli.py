@@ -16,7 +16,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "eval": ("perception.evaluate", "nuScenes-style metrics of a model on simulated test scenes"),
     "render": ("perception.sim.cli", "render the simulated world into the rig's cameras (PNG) and time the renderer"),
     "export": ("perception.runtime.onnx_export", "export the model to ONNX (static shapes, checked against TensorRT's native ops)"),
-    "build-engine": ("perception.runtime.tensorrt_backend", "build or reuse the cached TensorRT engine for this GPU (needs TensorRT 10)"),
+    "build-engine": ("perception.commands.build_engine", "build or reuse the cached compiled engine: Inductor package (CPU) or TensorRT (GPU)"),
     "bench": ("perception.runtime.bench", "time each engine backend, the fusion step and a resolution sweep (JSON + plot)"),
 }
 

@@ -8,9 +8,10 @@ Launch file (YAML):
     name: sim
     monitor: tcp://127.0.0.1:5560        # fusion endpoint the summary line listens to
     restart: {initial_backoff_s: 0.5, max_backoff_s: 10, healthy_after_s: 30}
+    arguments: {camera_rate: 10}         # defaults; `perception launch --arg camera_rate=20` overrides
     processes:
-      - {name: cam_front, args: [camera, --name, front]}   # a `perception` verb and its arguments
-      - {name: tool, cmd: [/usr/bin/env, true]}            # or any command
+      - {name: cam_front, args: [camera, --name, front, --rate, "{camera_rate}"]}  # a `perception` verb
+      - {name: tool, cmd: [/usr/bin/env, true]}                                    # or any command
 """
 from __future__ import annotations
 
@@ -46,11 +47,34 @@ class LaunchConfig:
     healthy_after_s: float = 30.0
 
 
-def load_launch(path: str | Path) -> LaunchConfig:
+def _substitute(argv: list[str], values: dict[str, str], where: str) -> list[str]:
+    out = []
+    for a in argv:
+        try:
+            out.append(a.format_map(values))
+        except KeyError as e:
+            raise cfg.ConfigError(f"{where}: {a!r} names argument {e.args[0]!r}, which the launch file's "
+                                  f"'arguments' does not declare (declared: {', '.join(values) or 'none'})") from None
+        except (ValueError, IndexError) as e:
+            raise cfg.ConfigError(f"{where}: {a!r} is not a valid argument template ({e})") from None
+    return out
+
+
+def load_launch(path: str | Path, overrides: dict[str, str] | None = None) -> LaunchConfig:
+    """Read a launch file; `overrides` replace the defaults of its declared 'arguments'."""
     path = Path(path)
     data = cfg.read_yaml(path, "launch file")
     if not isinstance(data, dict) or not isinstance(data.get("processes"), list) or not data["processes"]:
         raise cfg.ConfigError(f"{path}: expected a mapping with a non-empty 'processes' list")
+    declared = data.get("arguments") or {}
+    if not isinstance(declared, dict):
+        raise cfg.ConfigError(f"{path}: 'arguments' must be a mapping of name: default")
+    values = {str(k): str(v) for k, v in declared.items()}
+    for k, v in (overrides or {}).items():
+        if k not in values:
+            raise cfg.ConfigError(f"--arg {k}={v}: {path} declares no argument {k!r} "
+                                  f"(declared: {', '.join(values) or 'none'})")
+        values[k] = v
     specs = []
     for i, p in enumerate(data["processes"]):
         where = f"{path}: processes[{i}]"
@@ -59,7 +83,7 @@ def load_launch(path: str | Path) -> LaunchConfig:
         argv = p.get("args") or p.get("cmd")
         if not isinstance(argv, list) or not argv:
             raise cfg.ConfigError(f"{where}: 'args'/'cmd' must be a non-empty list")
-        argv = [str(a) for a in argv]
+        argv = _substitute([str(a) for a in argv], values, where)
         command = [sys.executable, "-m", "perception.cli", *argv] if "args" in p else argv
         specs.append(ProcessSpec(str(p["name"]), command))
     names = [s.name for s in specs]
@@ -113,10 +137,14 @@ class Summary:
         self.missing: set[str] = set()
         self.status = None
         self.total_detections = 0
+        self.first_detection_ns: int | None = None
+        self.switches_seen = 0
 
     def poll(self) -> None:
         while (rx := self.sub.recv(timeout_ms=0)) is not None:
             if rx.topic == "detections":
+                if self.first_detection_ns is None:
+                    self.first_detection_ns = rx.recv_ns
                 self.detections += 1
                 self.total_detections += 1
                 self.objects = len(rx.msg.objects)
@@ -124,6 +152,14 @@ class Summary:
                 self.latencies.append((rx.recv_ns - rx.msg.stamp_ns) / 1e6)
             else:
                 self.status = rx.msg
+
+    def new_switches(self) -> list:
+        """Engine switches the node reported since the last call (its status lists all of them)."""
+        if self.status is None:
+            return []
+        switches = list(self.status.engine_switches)
+        new, self.switches_seen = switches[self.switches_seen:], len(switches)
+        return new
 
     def line(self, elapsed: float, restarts: int, period: float) -> str:
         import numpy as np
@@ -135,7 +171,8 @@ class Summary:
             s = self.status
             dropped = sum(c.dropped for c in s.cameras)
             rejected = sum(c.rejected for c in s.cameras)
-            parts += [f"sets {s.sync_complete}/{s.sync_partial}/{s.sync_dropped} (full/partial/dropped)",
+            parts += [f"sets {s.sync_complete}/{s.sync_partial}/{s.sync_dropped}/{s.sets_dropped_overload} "
+                      "(full/partial/incomplete dropped/overload dropped)",
                       f"frame drops {dropped}", f"rejected {rejected}", f"backend {s.backend}"]
             if s.online_score_name:
                 parts.append(f"{s.online_score_name} {s.online_score:.2f}")
@@ -163,12 +200,19 @@ class Launcher:
             m.start()
             log.info("started %-16s pid %-7d log %s", m.spec.name, m.proc.pid, m.log_path)
         t0 = time.monotonic()
+        t0_ns = time.time_ns()
         next_line = t0 + 1.0
         try:
             while not self.stopping and (duration is None or time.monotonic() - t0 < duration):
                 self._watch()
                 if summary is not None:
+                    had_first = summary.first_detection_ns is not None
                     summary.poll()
+                    if not had_first and summary.first_detection_ns is not None:
+                        log.info("first detections %.1f s after launch", (summary.first_detection_ns - t0_ns) / 1e9)
+                    for sw in summary.new_switches():
+                        log.info("engine switch %.1f s after launch: %s -> %s (%s)", (sw.stamp_ns - t0_ns) / 1e9,
+                                 sw.from_backend, sw.to_backend, sw.reason)
                 now = time.monotonic()
                 if now >= next_line:
                     if summary is not None and not self.quiet:
@@ -179,7 +223,10 @@ class Launcher:
         finally:
             self.stop_all()
             if summary is not None:
-                log.info("received %d detection messages in %.1f s", summary.total_detections, time.monotonic() - t0)
+                first = ("no detections" if summary.first_detection_ns is None else
+                         f"first {(summary.first_detection_ns - t0_ns) / 1e9:.1f} s after launch")
+                log.info("received %d detection messages in %.1f s (%s)", summary.total_detections,
+                         time.monotonic() - t0, first)
                 summary.close()
         return 0
 
@@ -231,6 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "Ctrl-C/SIGTERM, and print a one-line summary per second (detection rate, latency, drops).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("file", nargs="?", default=str(cfg.DEFAULT_LAUNCH), help="launch file")
+    p.add_argument("--arg", action="append", default=[], metavar="NAME=VALUE",
+                   help="set an argument the launch file declares, e.g. camera_rate=20 (repeatable)")
     p.add_argument("--duration", type=float, default=None, help="stop everything after this many seconds")
     p.add_argument("--log-dir", default=None, help="where each process's output goes (default out/logs/<name>)")
     p.add_argument("--quiet", action="store_true", help="no summary lines")
@@ -242,7 +291,13 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s launch %(levelname)s: %(message)s")
     try:
-        launch = load_launch(args.file)
+        overrides = {}
+        for item in args.arg:
+            name, sep, value = item.partition("=")
+            if not sep or not name:
+                raise cfg.ConfigError(f"--arg {item!r}: expected NAME=VALUE")
+            overrides[name.strip()] = value.strip()
+        launch = load_launch(args.file, overrides)
     except cfg.ConfigError as e:
         log.error("%s", e)
         return 2

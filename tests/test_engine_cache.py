@@ -118,20 +118,22 @@ def test_timing_cache_is_per_gpu_and_tensorrt_version(tmp_path):
 
 
 def test_int8_is_refused_before_touching_tensorrt(tmp_path):
-    from perception.runtime.tensorrt_backend import INT8_REFUSAL, BuildError, build_serialized_engine, main
+    from perception.commands.build_engine import main
+    from perception.runtime.tensorrt_backend import INT8_REFUSAL, BuildError, build_serialized_engine
 
     with pytest.raises(BuildError, match="calibration set"):
         build_serialized_engine(tmp_path / "x.onnx", "int8", None)
-    assert main(["--precision", "int8", "--model", str(tmp_path)]) == 2
+    assert main(["--backend", "tensorrt", "--precision", "int8", "--model", str(tmp_path)]) == 2
     assert "accuracy delta" in INT8_REFUSAL
 
 
 def test_build_engine_without_tensorrt_exits_with_the_reason(tmp_path, capsys):
-    from perception.runtime.tensorrt_backend import main, tensorrt_importable
+    from perception.commands.build_engine import main
+    from perception.runtime.tensorrt_backend import tensorrt_importable
 
     if tensorrt_importable():
         pytest.skip("TensorRT is installed here")
-    assert main(["--model", str(tmp_path), "--dry-run"]) == 2
+    assert main(["--backend", "tensorrt", "--model", str(tmp_path), "--dry-run"]) == 2
     assert "TensorRT is not installed" in capsys.readouterr().err
 
 

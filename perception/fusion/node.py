@@ -35,9 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
     from perception.runtime import BACKEND_CHOICES
 
     p.add_argument("--backend", default="auto", choices=BACKEND_CHOICES, metavar="BACKEND",
-                   help="engine backend, NAME or NAME:PRECISION: " + ", ".join(BACKEND_CHOICES) + ". auto: TensorRT "
-                        "(fp16) when importable and a GPU is present, else ONNX Runtime, else PyTorch; the status "
-                        "message reports what runs (e.g. onnxruntime-cpu, tensorrt-fp16)")
+                   help="engine backend, NAME or NAME:PRECISION: " + ", ".join(BACKEND_CHOICES) + ". auto: on a GPU "
+                        "TensorRT (fp16) when importable, else ONNX Runtime, else PyTorch; on a CPU inductor (serves "
+                        "eagerly from the first frame set and switches to the compiled artifact once it is built, "
+                        "in a background process, or found in the engine cache), else PyTorch, else ONNX Runtime. "
+                        "Status and every Detections message name what runs (e.g. torch-cpu, torch-cpu-inductor)")
     p.add_argument("--threads", type=int, default=2, help="CPU threads for the engine")
     p.add_argument("--camera-endpoints", nargs="*", default=None,
                    help="endpoints to subscribe to (default: tcp://127.0.0.1:5550+i for camera i of the rig)")
@@ -93,6 +95,8 @@ class FusionNode:
         self.stages = {s: Rolling() for s in STAGES}
         self.latency = Rolling()
         self.output_rate = RateMeter()
+        self.sets_dropped_overload = 0
+        self.started_ns = time.time_ns()
         self.running = True
         log.info("fusion node: %d cameras from %s, model %s on %s, publishing on %s",
                  len(names), ", ".join(endpoints), self.model_cfg.name, self.engine.name, args.publish)
@@ -158,8 +162,9 @@ class FusionNode:
                     ready += self.sync.push(frame, now)
             ready += self.sync.poll(now)
             if ready:
-                # Only the newest set is worth computing; older ones would only add latency.
-                self.sync.stats.dropped += len(ready) - 1
+                # Only the newest set is worth computing; older ones would only add latency
+                # (cameras faster than the engine): drop the oldest, count them, never queue.
+                self.sets_dropped_overload += len(ready) - 1
                 self._process(ready[-1])
             if time.time_ns() >= next_status:
                 self._publish_status()
@@ -187,7 +192,13 @@ class FusionNode:
                                     output_rate_hz=self.output_rate.rate(now),
                                     sync_complete=self.sync.stats.complete, sync_partial=self.sync.stats.partial,
                                     sync_dropped=self.sync.stats.dropped,
-                                    latency_ms_p50=self.latency.percentile(50))
+                                    sets_dropped_overload=self.sets_dropped_overload,
+                                    latency_ms_p50=self.latency.percentile(50),
+                                    latency_ms_p99=self.latency.percentile(99),
+                                    uptime_s=(now - self.started_ns) / 1e9)
+        for sw in getattr(self.engine, "switches", ()):
+            msg.engine_switches.add(stamp_ns=sw["unix_ns"], from_backend=sw["from"], to_backend=sw["to"],
+                                    reason=sw["reason"])
         worst = status_pb2.LEVEL_OK
         for name, c in self.cameras.items():
             age = (now - c.last_stamp_ns) / 1e6 if c.last_stamp_ns else float("inf")

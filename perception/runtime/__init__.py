@@ -3,12 +3,13 @@
 Backends: torch (CPU, or CUDA), onnxruntime (CPU execution provider, CUDA where onnxruntime-gpu
 provides it), tensorrt (CUDA GPU + TensorRT 10). A backend spec is NAME or NAME:PRECISION:
 
-    auto              tensorrt:fp16 when TensorRT is importable and a CUDA GPU is present, else
-                      onnxruntime when it is installed, else torch
+    auto              GPU: tensorrt:fp16 when TensorRT is importable, else onnxruntime, else torch.
+                      CPU: inductor when a C++ compiler exists, else torch, else onnxruntime
     torch             fp32 on CPU, fp16 autocast on CUDA      torch:bf16  bf16 autocast (CPU/CUDA)
     torch:fp16        CUDA only                                torch:fp32  explicit fp32
-    inductor          CPU: the torch model compiled by torch.compile/Inductor (needs a C++ compiler;
-                      compiles at start, ~40 s cold, ~15-20 s from its cache) inductor:bf16
+    inductor          CPU: the torch model compiled ahead of time by AOTInductor (needs a C++ compiler),
+                      a cached artifact like a TensorRT engine; serves eagerly until the artifact
+                      (built in a separate background process when missing) is ready
     onnxruntime       fp32 (CPU EP, or CUDA EP when present)
     tensorrt          fp16 (softmax/score layers pinned fp32)  tensorrt:fp32
 
@@ -27,10 +28,10 @@ from perception.runtime.base import INPUT_NAMES, OUTPUT_NAMES, Engine
 log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "torch", "inductor", "onnxruntime", "tensorrt")
-PRECISIONS = {"torch": ("fp32", "bf16", "fp16"), "inductor": ("fp32", "bf16"), "onnxruntime": ("fp32",),
+PRECISIONS = {"torch": ("fp32", "bf16", "fp16"), "inductor": ("fp32",), "onnxruntime": ("fp32",),
               "tensorrt": ("fp16", "fp32", "int8")}
 # what `--backend` accepts (fusion node, bench)
-BACKEND_CHOICES = ("auto", "torch", "torch:fp32", "torch:bf16", "torch:fp16", "inductor", "inductor:bf16", "onnxruntime",
+BACKEND_CHOICES = ("auto", "torch", "torch:fp32", "torch:bf16", "torch:fp16", "inductor", "onnxruntime",
                    "tensorrt", "tensorrt:fp16", "tensorrt:fp32")
 
 
@@ -113,14 +114,15 @@ def create_engine(backend: str, model_dir: str | Path, *, threads: int | None = 
 
     device: "cpu" / "cuda" / None (torch and onnxruntime: CUDA when present). Further keyword
     options go to the backend's constructor (e.g. graph_optimization="extended" for onnxruntime,
-    cache_geometry=False for torch, cache_dir=... for tensorrt)."""
+    cache_geometry=False for torch, compiled="require"|"upgrade" and cache_dir=... for inductor,
+    cache_dir=... for tensorrt)."""
     name, precision = resolve_backend(backend)
     if name in ("torch", "inductor"):
         from perception.runtime.torch_backend import TorchEngine
 
         dev = device or ("cuda" if gpu_present() and name == "torch" else "cpu")
         if name == "inductor":
-            options.setdefault("compile_mode", "sync")
+            options.setdefault("compiled", "upgrade")
         engine = TorchEngine(model_dir, device=dev, threads=threads, allow_random_init=allow_random_init,
                              precision=precision, **options)
     elif name == "onnxruntime":

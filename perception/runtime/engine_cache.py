@@ -1,4 +1,4 @@
-"""The TensorRT engine cache: which serialized engine may be loaded on this machine.
+"""The engine cache: which compiled artifact (TensorRT engine, Inductor package) may be loaded here.
 
 A TensorRT engine is only valid for the ONNX it was built from, the TensorRT version that built
 it, the GPU model and compute capability it was tuned on, its precision and its input shapes.
@@ -64,6 +64,17 @@ def make_key(onnx_sha256: str, facts: dict, precision: str, input_shapes) -> Eng
                      precision=precision, input_shapes=tuple(items))
 
 
+def default_cache_dir(model_dir) -> Path:
+    """Where compiled artifacts of `model_dir` live: $PERCEPTION_ENGINE_CACHE/<model dir name> when
+    set, else the model directory itself when writable, else ~/.cache/perception/engines/<name>."""
+    model_dir = Path(model_dir)
+    if os.environ.get("PERCEPTION_ENGINE_CACHE"):
+        return Path(os.environ["PERCEPTION_ENGINE_CACHE"]) / model_dir.name
+    if os.access(model_dir, os.W_OK):
+        return model_dir
+    return Path.home() / ".cache" / "perception" / "engines" / model_dir.name
+
+
 def engine_path(cache_dir, model_name: str, key: EngineKey) -> Path:
     return Path(cache_dir) / f"{model_name}.{key.precision}.{key.digest()}.engine"
 
@@ -103,12 +114,13 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def lookup(cache_dir, model_name: str, key: EngineKey) -> Lookup:
-    """"load" only when the engine file exists, its sidecar is readable, the sidecar's key equals
-    `key` field by field and the file's sha256 equals the recorded one; else "rebuild" + why."""
-    path = engine_path(cache_dir, model_name, key)
+def lookup_artifact(path, wanted_key: dict, what: str = "engine") -> Lookup:
+    """"load" only when the artifact file exists, its sidecar is readable, the sidecar's key equals
+    `wanted_key` field by field and the file's sha256 equals the recorded one; else "rebuild" + why.
+    Shared by every compiled artifact (TensorRT engines, Inductor packages)."""
+    path = Path(path)
     if not path.exists():
-        return Lookup("rebuild", path, "no cached engine for this key")
+        return Lookup("rebuild", path, f"no cached {what} for this key")
     side = engine_sidecar_path(path)
     try:
         data = json.loads(side.read_text())
@@ -119,13 +131,17 @@ def lookup(cache_dir, model_name: str, key: EngineKey) -> Lookup:
     stored = data.get("key") if isinstance(data, dict) else None
     if not isinstance(stored, dict):
         return Lookup("rebuild", path, f"sidecar {side.name} has no key")
-    wanted = key.as_dict()
-    if stored != wanted:
-        fields = sorted(k for k in set(wanted) | set(stored) if stored.get(k) != wanted.get(k))
-        return Lookup("rebuild", path, "cached engine was built for a different " + ", ".join(fields))
+    if stored != wanted_key:
+        fields = sorted(k for k in set(wanted_key) | set(stored) if stored.get(k) != wanted_key.get(k))
+        return Lookup("rebuild", path, f"cached {what} was built for a different " + ", ".join(fields))
     if data.get("engine_sha256") != _sha256(path):
-        return Lookup("rebuild", path, "engine file does not match the sha256 in its sidecar (truncated or replaced)")
-    return Lookup("load", path, "cached engine matches the key")
+        return Lookup("rebuild", path, f"{what} file does not match the sha256 in its sidecar (truncated or replaced)")
+    return Lookup("load", path, f"cached {what} matches the key")
+
+
+def lookup(cache_dir, model_name: str, key: EngineKey) -> Lookup:
+    """The TensorRT engine for `key` in `cache_dir`: lookup_artifact on its file name."""
+    return lookup_artifact(engine_path(cache_dir, model_name, key), key.as_dict())
 
 
 def atomic_write(path, data: bytes, mode: int = 0o644) -> None:
@@ -147,14 +163,19 @@ def atomic_write(path, data: bytes, mode: int = 0o644) -> None:
         raise
 
 
-def store(cache_dir, model_name: str, key: EngineKey, engine_bytes: bytes, extra: dict | None = None) -> Path:
-    """Write the engine, then its sidecar (both atomically: a crash mid-write leaves either the
-    old pair or a file without a matching sidecar, which lookup() rebuilds)."""
-    path = engine_path(cache_dir, model_name, key)
-    engine_bytes = bytes(engine_bytes)
-    atomic_write(path, engine_bytes)
-    side = {"key": key.as_dict(), "digest": key.digest(),
-            "engine_file": path.name, "engine_sha256": hashlib.sha256(engine_bytes).hexdigest(),
-            "engine_bytes": len(engine_bytes), **(extra or {})}
+def store_artifact(path, key: dict, data: bytes, extra: dict | None = None) -> Path:
+    """Write the artifact, then its sidecar (both atomically: a crash mid-write leaves either the
+    old pair or a file without a matching sidecar, which lookup_artifact() rebuilds)."""
+    path = Path(path)
+    data = bytes(data)
+    atomic_write(path, data)
+    side = {"key": key, "engine_file": path.name, "engine_sha256": hashlib.sha256(data).hexdigest(),
+            "engine_bytes": len(data), **(extra or {})}
     atomic_write(engine_sidecar_path(path), (json.dumps(side, indent=1) + "\n").encode())
     return path
+
+
+def store(cache_dir, model_name: str, key: EngineKey, engine_bytes: bytes, extra: dict | None = None) -> Path:
+    """Store a TensorRT engine under its key's file name (store_artifact)."""
+    return store_artifact(engine_path(cache_dir, model_name, key), key.as_dict(), engine_bytes,
+                          extra={"digest": key.digest(), **(extra or {})})

@@ -32,11 +32,9 @@ in and out, no host copies, on the caller's current stream.
 """
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import logging
 import re
-import sys
 import threading
 import time
 from pathlib import Path
@@ -409,65 +407,3 @@ class TensorRTEngine(Engine):
         self._engine = None
         self._runtime = None
         self._inputs, self._outputs = {}, {}
-
-
-# ---------------------------------------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
-    from perception.config import DEFAULT_MODEL_DIR
-
-    p = argparse.ArgumentParser(
-        prog="perception build-engine",
-        description="Build (or find in the cache) the TensorRT engine of a model for this GPU: exports the ONNX "
-                    "first when missing or stale, keeps a timing cache, reports progress, and stores the engine "
-                    "under the model directory keyed by ONNX sha256, TensorRT version, GPU model, compute "
-                    "capability, precision and input shapes. Needs TensorRT 10 and a CUDA GPU.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model", default=str(DEFAULT_MODEL_DIR), help="model directory")
-    p.add_argument("--precision", choices=PRECISIONS, default="fp16",
-                   help="fp16 (softmax/norm/score/decode layers kept in FP32), fp32 (TF32 off); int8 is refused")
-    p.add_argument("--cache-dir", default=None, help="engine cache directory (default: the model directory)")
-    p.add_argument("--onnx", default=None, help="ONNX file (default: <model>/<name>.onnx, exported when stale)")
-    p.add_argument("--workspace-mb", type=int, default=None, help="builder workspace limit")
-    p.add_argument("--device", type=int, default=0, help="CUDA device index")
-    p.add_argument("--force", action="store_true", help="rebuild even when the cache has a matching engine")
-    p.add_argument("--dry-run", action="store_true", help="print the key and whether the cache would be used; build nothing")
-    p.add_argument("--allow-random-init", action="store_true", help="seeded random weights when the model has none")
-    p.add_argument("--log-level", default="INFO")
-    return p
-
-
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s: %(message)s")
-    if args.precision == "int8":
-        print(f"perception build-engine: {INT8_REFUSAL}", file=sys.stderr)
-        return 2
-
-    def report(msg: str) -> None:
-        print(f"[build-engine] {msg}", flush=True)
-
-    try:
-        if args.dry_run:
-            from perception.runtime.onnx_export import ensure_onnx, file_sha256, read_sidecar
-
-            facts = target_facts(args.device)
-            onnx_path = ensure_onnx(args.model, args.onnx, allow_random_init=args.allow_random_init)
-            side = read_sidecar(onnx_path) or {}
-            key = make_key(file_sha256(onnx_path), facts, args.precision,
-                           {v["name"]: v["shape"] for v in side.get("inputs", [])})
-            found = lookup(Path(args.cache_dir or args.model), side.get("model_name") or Path(args.model).name, key)
-            print(f"key {key.digest()}: {key.as_dict()}")
-            print(f"{found.action}: {found.path} ({found.reason})")
-            return 0
-        path, found, key = ensure_engine(args.model, args.precision, cache_dir=args.cache_dir, onnx_path=args.onnx,
-                                         allow_random_init=args.allow_random_init, force=args.force,
-                                         workspace_mb=args.workspace_mb, device_index=args.device, report=report)
-    except (BackendUnavailable, BuildError) as e:
-        print(f"perception build-engine: {e}", file=sys.stderr)
-        return 2
-    print(f"engine {path}\nkey    {key.as_dict()}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

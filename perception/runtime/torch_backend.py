@@ -9,24 +9,20 @@ Calibration-only work (rays, geometric scores, top-K keys, key geometry: BEVViT.
 a quarter of a CPU forward) is cached per (calibration, camera mask) and recomputed only when
 those inputs change, as the model's usage guide suggests; the output is bit-identical.
 
-Inductor (backend spec `inductor`, CPU): the same module through torch.compile with Inductor's
-C++ code generation and weight freezing. It fuses the elementwise work between the matrix
-products (layer norms, GELU, softmax, masks, residual adds, the gathers' index arithmetic) that
-eager mode runs as separate memory-bound kernels: on the 2-core reference machine, timed
-interleaved with eager in one `perception bench` run, the shipped model took 26.5 ms per frame
-set against 31.0 ms, with max |heatmap difference| 2.7e-7 (README, Engines; 19.7 against 26.9
-ms before the model had token depth).
-Compiling takes ~40 s on 2 cores the first time (Inductor caches the result on disk: ~15-20 s
-later) and happens in the constructor, like building a TensorRT engine. It cannot run in a
-background thread beside eager inference: Inductor's compile patches torch.nn.Module.__call__
-process-wide while it traces, and a concurrent eager forward then fails ("module is not installed
-as a submodule"; seen in the live pipeline). A failed compile logs a warning and leaves the eager
-model running, with the engine's name "torch-cpu".
+Inductor (backend spec `inductor`, CPU): the same model compiled ahead of time by AOTInductor
+into a package in the engine cache (runtime/inductor_artifact.py). Compiling never happens in
+this process: Inductor's tracing patches process-wide state and crashed a concurrent eager
+forward. With compiled="upgrade" (what the fusion node uses) the engine serves eagerly from the
+first frame set, starts the build in a separate low-priority process when the cache has no
+artifact, and switches to the compiled graph between two frame sets once the artifact is built,
+loaded and has passed a parity self-check; `switches` records each switch and why.
+compiled="require" builds first (in a subprocess) and serves compiled from the first call.
 """
 from __future__ import annotations
 
 import logging
 import shutil
+import threading
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -35,11 +31,12 @@ import numpy as np
 import torch
 
 from perception.runtime.base import INPUT_NAMES, OUTPUT_NAMES, Engine, check_inputs
+from perception.runtime.engine_cache import Lookup
 
 CPU_PRECISIONS = ("fp32", "bf16")
 CUDA_PRECISIONS = ("fp32", "fp16", "bf16")
 _AUTOCAST_DTYPE = {"bf16": torch.bfloat16, "fp16": torch.float16}
-COMPILE_MODES = ("off", "sync")
+COMPILED_MODES = ("off", "upgrade", "require")
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +52,7 @@ def cxx_compiler() -> str | None:
 class TorchEngine(Engine):
     def __init__(self, model_dir: str | Path, device: str = "cpu", threads: int | None = None,
                  allow_random_init: bool = False, precision: str | None = None, cache_geometry: bool = True,
-                 compile_mode: str = "off"):
+                 compiled: str = "off", cache_dir: str | Path | None = None):
         from perception.model.cpu_tuning import tune_cpu_allocator
         from perception.model.weights import load_model
 
@@ -82,47 +79,113 @@ class TorchEngine(Engine):
         self._geo = None
         suffix = "" if self.precision == "fp32" and self.device.type == "cpu" else f"-{self.precision}"
         self.name = f"torch-{self.device.type}{suffix}"
-        self._features = self.model.forward_features      # what _forward calls: eager, later compiled
-        if compile_mode not in COMPILE_MODES:
-            raise ValueError(f"compile_mode must be one of {COMPILE_MODES}, got {compile_mode!r}")
-        if compile_mode == "off":
+        self._compiled = None          # inductor_artifact.CompiledGraph once switched
+        self._pending = None           # (CompiledGraph, reason): loaded, self-checked, waiting for the next call
+        self._watcher = None
+        self._stop = threading.Event()
+        self.switches: list[dict] = []  # {"unix_ns", "from", "to", "reason"} per engine switch
+        if compiled not in COMPILED_MODES:
+            raise ValueError(f"compiled must be one of {COMPILED_MODES}, got {compiled!r}")
+        if compiled == "off":
             return
         if self.device.type != "cpu":
             raise ValueError("the inductor backend compiles for the CPU; on a GPU use tensorrt or torch (fp16)")
+        if self.precision != "fp32":
+            raise ValueError("the inductor backend builds fp32 artifacts; use --backend torch:bf16 for bf16")
         if cxx_compiler() is None:
             raise ValueError("the inductor backend needs a C++ compiler (g++ or clang++; set CXX) for "
                              "Inductor's CPU code generation; use --backend torch instead")
-        self._compile(self.name)
+        self._start_compiled(compiled, Path(model_dir), cache_dir, allow_random_init)
 
-    def _compile(self, eager_name: str) -> None:
-        """Compile forward_features with Inductor and run it once on stand-in inputs of the right
-        shapes (that is when compilation happens); _forward then calls it."""
-        import torch._inductor.config as inductor_config
+    # -- the compiled artifact -----------------------------------------------------------
+    def _start_compiled(self, mode: str, model_dir: Path, cache_dir, allow_random_init: bool) -> None:
+        from perception.runtime import inductor_artifact as ia
+        from perception.runtime.engine_cache import default_cache_dir
 
-        cfg = self.config
+        self._cache_dir = Path(cache_dir) if cache_dir else default_cache_dir(model_dir)
+        self._model_dir, self._allow_random_init = model_dir, allow_random_init
+        self._threads = torch.get_num_threads()
+        key = ia.artifact_key(self.model, self.config, self._threads)
+        found = ia.find_artifact(self._cache_dir, self.config.name, key)
+        self._artifact = found.path
+        self._build_log = found.path.with_name(found.path.name + ".build.log")
+        if found.load:
+            runner = self._load_checked(found.path)
+            if runner is not None:
+                self._switch(runner, f"compiled artifact {found.path.name} found in the cache")
+                return
+            found = Lookup("rebuild", found.path, "the cached artifact failed to load or its self-check")
+        log.info("inductor: %s (%s)", found.reason, found.path)
+        if mode == "require":
+            proc = ia.start_background_build(self._model_dir, self._cache_dir, self._threads, self._build_log,
+                                             allow_random_init, background=False, force=True)
+            log.info("inductor: building %s (pid %d, log %s)", found.path.name, proc.pid, self._build_log)
+            if proc.wait() != 0 or not ia.find_artifact(self._cache_dir, self.config.name, key).load:
+                raise RuntimeError(f"the inductor build failed (exit {proc.returncode}); see {self._build_log}")
+            runner = self._load_checked(found.path)
+            if runner is None:
+                raise RuntimeError(f"the freshly built {found.path} failed to load or its self-check")
+            self._switch(runner, f"compiled artifact {found.path.name} built")
+            return
+        self._watcher = threading.Thread(target=self._watch_build, args=(key,), name="inductor-watch", daemon=True)
+        self._watcher.start()
+
+    def _load_checked(self, path: Path):
+        """Load an artifact and compare it with the eager model; None (logged) when either fails."""
+        from perception.runtime import inductor_artifact as ia
+
         t0 = time.perf_counter()
-        log.info("inductor: compiling %s (about 40 s on 2 cores the first time, less with Inductor's "
-                 "on-disk cache)", cfg.name)
         try:
-            # Weights become constants: folded, and pre-packed once for oneDNN's matrix products.
-            inductor_config.freezing = True
-            compiled = torch.compile(self.model.forward_features, dynamic=False)
-            N = cfg.num_cameras
-            # stand-ins made exactly as infer() makes its inputs (inference tensors), or the first
-            # real call would fail a guard and compile again
-            with torch.inference_mode(), self._autocast():
-                images = torch.from_numpy(np.zeros((1, N, cfg.image_height, cfg.image_width, 3), np.uint8))
-                k_inv = torch.from_numpy(np.tile(np.eye(3, dtype=np.float32), (1, N, 1, 1)))
-                t = torch.from_numpy(np.tile(np.eye(4, dtype=np.float32), (1, N, 1, 1)))
-                compiled(images, self.model.geometry(k_inv, t, torch.from_numpy(np.ones((1, N), np.float32))))
-        except Exception as e:            # never take the node down: the eager model serves instead
-            log.warning("inductor: compilation failed after %.0f s, staying with the eager model: %s",
-                        time.perf_counter() - t0, e)
-            self.name = eager_name
+            runner = ia.load_artifact(path)
+            check = ia.self_check(self.model, runner, self.config)
+        except Exception as e:               # a corrupt or foreign package must never stop the node
+            log.warning("inductor: cannot load %s (%s: %s)", path.name, e.__class__.__name__, e)
+            return None
+        if not check["ok"]:
+            log.error("inductor: %s disagrees with the eager model (heatmap diff %.2e, same detections %s): "
+                      "not used", path.name, check["heatmap_max_abs_diff"], check["same_detections"])
+            return None
+        log.info("inductor: loaded %s in %.2f s, self-check heatmap diff %.1e", path.name,
+                 time.perf_counter() - t0, check["heatmap_max_abs_diff"])
+        return runner
+
+    def _watch_build(self, key: dict) -> None:
+        """Background thread: start the build unless one runs, wait for the artifact, load and check
+        it, then hand it to the serving thread (_pending). Never compiles in this process."""
+        from perception.runtime import inductor_artifact as ia
+
+        t0 = time.monotonic()
+        proc = None
+        if ia.build_in_progress(self._artifact):
+            log.info("inductor: another process is building %s; serving eagerly until it is ready",
+                     self._artifact.name)
         else:
-            self._features = compiled
-            self.name = eager_name.replace("torch-cpu", "torch-cpu-inductor")
-            log.info("inductor: compiled in %.1f s", time.perf_counter() - t0)
+            proc = ia.start_background_build(self._model_dir, self._cache_dir, self._threads, self._build_log,
+                                             self._allow_random_init)
+            log.info("inductor: serving eagerly while pid %d builds %s in the background (log %s)",
+                     proc.pid, self._artifact.name, self._build_log)
+        while not self._stop.wait(0.5):
+            if ia.find_artifact(self._cache_dir, self.config.name, key).load:
+                runner = self._load_checked(self._artifact)
+                if runner is not None:
+                    self._pending = (runner, f"compiled artifact {self._artifact.name} ready after "
+                                             f"{time.monotonic() - t0:.0f} s of background build")
+                return
+            if proc is not None and proc.poll() is not None:
+                log.warning("inductor: the background build ended (exit %d) without a usable artifact: staying on "
+                            "the eager model; see %s", proc.returncode, self._build_log)
+                return
+            if proc is None and not ia.build_in_progress(self._artifact):
+                proc = ia.start_background_build(self._model_dir, self._cache_dir, self._threads,
+                                                 self._build_log, self._allow_random_init)
+                log.info("inductor: the other build ended without an artifact; pid %d builds it now", proc.pid)
+
+    def _switch(self, runner, reason: str) -> None:
+        old = self.name
+        self._compiled = runner
+        self.name = old.replace("torch-cpu", "torch-cpu-inductor")
+        self.switches.append({"unix_ns": time.time_ns(), "from": old, "to": self.name, "reason": reason})
+        log.info("engine switch: %s -> %s (%s)", old, self.name, reason)
 
     def _autocast(self):
         if self.precision == "fp32":
@@ -140,16 +203,23 @@ class TorchEngine(Engine):
         tests/test_backends.py checks that the two agree exactly)."""
         from perception.model.decode import decode
 
+        if self._pending is not None:         # between two frame sets: the only place a switch happens
+            runner, reason = self._pending
+            self._pending = None
+            self._switch(runner, reason)
         if not self.cache_geometry:
             with self._autocast():
                 return self.model(images, k_inv, t, mask)
         with self._autocast():
             geo = self._geometry(k_inv, t, mask, key)
-            out = self._features(images, geo)
-            heat = torch.sigmoid(out["heatmap_logits"].float())
-            reg = out["regression"].float()
-            cfg = self.config
-            boxes, scores, labels = decode(heat, reg, cfg, cfg.max_detections)
+            if self._compiled is not None:
+                heat, reg, boxes, scores, labels = self._compiled(images, geo)
+            else:
+                out = self.model.forward_features(images, geo)
+                heat = torch.sigmoid(out["heatmap_logits"].float())
+                reg = out["regression"].float()
+                cfg = self.config
+                boxes, scores, labels = decode(heat, reg, cfg, cfg.max_detections)
         return {"heatmap": heat, "regression": reg, "det_boxes": boxes, "det_scores": scores,
                 "det_labels": labels}
 
@@ -177,3 +247,6 @@ class TorchEngine(Engine):
         if self.cache_geometry:
             key = tuple((tuple(a.shape), a.detach().float().cpu().numpy().tobytes()) for a in args[1:])
         return self._forward(*args, key=key)
+
+    def close(self) -> None:
+        self._stop.set()

@@ -48,8 +48,20 @@ class StageStats(_message.Message):
     max_ms: float
     def __init__(self, stage: _Optional[str] = ..., p50_ms: _Optional[float] = ..., p99_ms: _Optional[float] = ..., max_ms: _Optional[float] = ...) -> None: ...
 
+class EngineSwitch(_message.Message):
+    __slots__ = ("stamp_ns", "from_backend", "to_backend", "reason")
+    STAMP_NS_FIELD_NUMBER: _ClassVar[int]
+    FROM_BACKEND_FIELD_NUMBER: _ClassVar[int]
+    TO_BACKEND_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    stamp_ns: int
+    from_backend: str
+    to_backend: str
+    reason: str
+    def __init__(self, stamp_ns: _Optional[int] = ..., from_backend: _Optional[str] = ..., to_backend: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
 class NodeStatus(_message.Message):
-    __slots__ = ("node", "stamp_ns", "level", "message", "cameras", "stages", "output_rate_hz", "outputs", "sync_complete", "sync_partial", "sync_dropped", "model_name", "backend", "latency_ms_p50", "online_score", "online_score_name", "counters")
+    __slots__ = ("node", "stamp_ns", "level", "message", "cameras", "stages", "output_rate_hz", "outputs", "sync_complete", "sync_partial", "sync_dropped", "model_name", "backend", "latency_ms_p50", "online_score", "online_score_name", "counters", "engine_switches", "latency_ms_p99", "sets_dropped_overload", "uptime_s")
     class CountersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -74,6 +86,10 @@ class NodeStatus(_message.Message):
     ONLINE_SCORE_FIELD_NUMBER: _ClassVar[int]
     ONLINE_SCORE_NAME_FIELD_NUMBER: _ClassVar[int]
     COUNTERS_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_SWITCHES_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_MS_P99_FIELD_NUMBER: _ClassVar[int]
+    SETS_DROPPED_OVERLOAD_FIELD_NUMBER: _ClassVar[int]
+    UPTIME_S_FIELD_NUMBER: _ClassVar[int]
     node: str
     stamp_ns: int
     level: Level
@@ -91,4 +107,8 @@ class NodeStatus(_message.Message):
     online_score: float
     online_score_name: str
     counters: _containers.ScalarMap[str, float]
-    def __init__(self, node: _Optional[str] = ..., stamp_ns: _Optional[int] = ..., level: _Optional[_Union[Level, str]] = ..., message: _Optional[str] = ..., cameras: _Optional[_Iterable[_Union[CameraStatus, _Mapping]]] = ..., stages: _Optional[_Iterable[_Union[StageStats, _Mapping]]] = ..., output_rate_hz: _Optional[float] = ..., outputs: _Optional[int] = ..., sync_complete: _Optional[int] = ..., sync_partial: _Optional[int] = ..., sync_dropped: _Optional[int] = ..., model_name: _Optional[str] = ..., backend: _Optional[str] = ..., latency_ms_p50: _Optional[float] = ..., online_score: _Optional[float] = ..., online_score_name: _Optional[str] = ..., counters: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    engine_switches: _containers.RepeatedCompositeFieldContainer[EngineSwitch]
+    latency_ms_p99: float
+    sets_dropped_overload: int
+    uptime_s: float
+    def __init__(self, node: _Optional[str] = ..., stamp_ns: _Optional[int] = ..., level: _Optional[_Union[Level, str]] = ..., message: _Optional[str] = ..., cameras: _Optional[_Iterable[_Union[CameraStatus, _Mapping]]] = ..., stages: _Optional[_Iterable[_Union[StageStats, _Mapping]]] = ..., output_rate_hz: _Optional[float] = ..., outputs: _Optional[int] = ..., sync_complete: _Optional[int] = ..., sync_partial: _Optional[int] = ..., sync_dropped: _Optional[int] = ..., model_name: _Optional[str] = ..., backend: _Optional[str] = ..., latency_ms_p50: _Optional[float] = ..., online_score: _Optional[float] = ..., online_score_name: _Optional[str] = ..., counters: _Optional[_Mapping[str, float]] = ..., engine_switches: _Optional[_Iterable[_Union[EngineSwitch, _Mapping]]] = ..., latency_ms_p99: _Optional[float] = ..., sets_dropped_overload: _Optional[int] = ..., uptime_s: _Optional[float] = ...) -> None: ...
