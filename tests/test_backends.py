@@ -124,39 +124,6 @@ def test_auto_picks_the_fastest_available_backend(monkeypatch, model_dir):
     assert resolve_backend("auto") == ("torch", None)
 
 
-needs_cxx = pytest.mark.skipif(__import__("shutil").which("g++") is None and __import__("shutil").which("clang++") is None,
-                               reason="Inductor's CPU code generation needs a C++ compiler")
-
-
-@needs_cxx
-def test_inductor_matches_eager(torch_engine, model_dir, scene):
-    """Compiled at start (not beside eager inference: Inductor's tracing patches nn.Module.__call__
-    process-wide), then within fp32 tolerance of the eager model."""
-    ref = torch_engine.infer(scene)
-    engine = create_engine("inductor", model_dir, threads=1)
-    assert engine.name == "torch-cpu-inductor"
-    assert engine._features is not engine.model.forward_features, "not compiled"
-    got = engine.infer(scene)
-    assert float(np.abs(got["heatmap"] - ref["heatmap"]).max()) <= FP32_HEATMAP_ATOL
-    cmp = compare_outputs(ref, got)
-    assert cmp["detections_ref"] > 0 and cmp["same_detections"], cmp
-
-
-def test_inductor_failure_falls_back_to_eager(monkeypatch, torch_engine, model_dir, scene):
-    import torch
-
-    import perception.runtime.torch_backend as tb
-
-    def broken(*args, **kwargs):
-        raise RuntimeError("simulated compiler failure")
-
-    monkeypatch.setattr(tb, "cxx_compiler", lambda: "/usr/bin/g++")
-    monkeypatch.setattr(torch, "compile", broken)
-    engine = create_engine("inductor", model_dir, threads=1, compile_mode="sync")
-    assert engine.name == "torch-cpu"                                 # says what really runs
-    np.testing.assert_array_equal(engine.infer(scene)["heatmap"], torch_engine.infer(scene)["heatmap"])
-
-
 def test_unknown_backend_is_a_clear_error(model_dir):
     with pytest.raises(ValueError, match="unknown backend 'tensorflow'.*onnxruntime"):
         create_engine("tensorflow", model_dir)

@@ -24,10 +24,9 @@ def launch_file(tmp_path, model_args):
         args = ["camera", "--name", cam.name, "--endpoint", ep, "--rate", "5"]
         procs.append({"name": f"cam_{cam.name}", "args": args + (["--truth"] if i == 0 else [])})
     fusion = f"ipc://{tmp_path}/fusion"
-    # eager torch: the node is up in seconds, as this test's timing assumes (Inductor would first
-    # compile for 15-40 s; the default backend is exercised by tests/test_backends.py)
+    # the default start-up path (backend auto): what users get, compiled package or not
     procs.append({"name": "fusion", "args": ["fuse", "--camera-endpoints", *endpoints, "--publish", fusion,
-                                             "--timeout-ms", "150", "--backend", "torch", *model_args]})
+                                             "--timeout-ms", "150", *model_args]})
     path = tmp_path / "launch.yaml"
     path.write_text(yaml.safe_dump({"name": "it", "monitor": fusion, "processes": procs,
                                     "restart": {"initial_backoff_s": 1.0}}))
@@ -83,6 +82,11 @@ def test_live_pipeline_delivers_detections_from_all_cameras(tmp_path):
     assert max(stamps) - min(stamps) < 50e6 and msg.stamp_ns == max(stamps)
     assert msg.timings.inference_ms > 0 and msg.timings.total_ms >= msg.timings.inference_ms
     assert msg.backend and msg.model_name
+    # auto on a CPU: eager until the compiled package is ready, then the package; status says which
+    # and lists every switch
+    assert {m.backend for m in full} <= {"torch-cpu", "torch-cpu-inductor"}, {m.backend for m in full}
+    assert [(s.from_backend, s.to_backend) for s in statuses[-1].engine_switches] in (
+        [], [("torch-cpu", "torch-cpu-inductor")])
     assert partial_after_kill and partial_after_kill[0].missing_cameras == ["back_left"]
     assert statuses and statuses[-1].backend == msg.backend and len(statuses[-1].cameras) == 6
     assert "restarted cam_back_left" in out        # the launcher brought the dead camera back

@@ -229,7 +229,7 @@ def bench_model(model_dir, backends, *, threads, iters, warmup, max_seconds, all
 
     from perception.fusion.pipeline import FusionPipeline, Preprocessor
     from perception.model.weights import count_parameters, flops_per_frameset, load_model
-    from perception.runtime import create_engine
+    from perception.runtime import create_engine, resolve_backend
     from perception.runtime.parity import compare_outputs
 
     model, cfg = load_model(model_dir, allow_random_init=allow_random_init)
@@ -259,12 +259,14 @@ def bench_model(model_dir, backends, *, threads, iters, warmup, max_seconds, all
     for spec in backends:
         t0 = time.perf_counter()
         try:
-            engine = create_engine(spec, model_dir, threads=threads, allow_random_init=allow_random_init)
+            # Inductor: the compiled package, built first (in its own process) when the cache has none
+            opts = {"compiled": "require"} if resolve_backend(spec)[0] == "inductor" else {}
+            engine = create_engine(spec, model_dir, threads=threads, allow_random_init=allow_random_init, **opts)
         except Exception as e:  # a backend that cannot start here is reported, not fatal
             say(f"  {spec}: unavailable ({e})")
             results.append({"backend": spec, "error": str(e)})
             continue
-        # start-up: loading, exporting (ONNX Runtime) or compiling (Inductor)
+        # start-up: loading, exporting (ONNX Runtime) or building the package (Inductor, cold cache)
         r = {"backend": spec, "name": engine.name, "start_s": round(time.perf_counter() - t0, 1),
              "vs_torch_fp32": compare_outputs(reference, engine.infer(inputs)), "gflop_per_frameset": round(gflop, 4)}
         engines.append((engine, r))
