@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -139,6 +140,7 @@ class Summary:
         self.total_detections = 0
         self.first_detection_ns: int | None = None
         self.switches_seen = 0
+        self.all_latencies: deque[float] = deque(maxlen=1_000_000)   # for the run's closing line
 
     def poll(self) -> None:
         while (rx := self.sub.recv(timeout_ms=0)) is not None:
@@ -150,8 +152,27 @@ class Summary:
                 self.objects = len(rx.msg.objects)
                 self.missing |= set(rx.msg.missing_cameras)
                 self.latencies.append((rx.recv_ns - rx.msg.stamp_ns) / 1e6)
+                self.all_latencies.append(self.latencies[-1])
             else:
                 self.status = rx.msg
+
+    def closing_line(self, seconds: float, t0_ns: int) -> str:
+        """What the whole run delivered: messages, first-detection time, latency percentiles, drops."""
+        import numpy as np
+
+        parts = [f"received {self.total_detections} detection messages in {seconds:.1f} s"]
+        if self.first_detection_ns is None:
+            return parts[0] + " (no detections)"
+        parts.append(f"first {(self.first_detection_ns - t0_ns) / 1e9:.1f} s after launch")
+        lat = np.asarray(self.all_latencies)
+        parts.append(f"capture-to-delivery latency p50 {np.percentile(lat, 50):.0f} ms, p99 {np.percentile(lat, 99):.0f} "
+                     f"ms, max {lat.max():.0f} ms")
+        if self.status is not None:
+            s = self.status
+            parts.append(f"sets full/partial {s.sync_complete}/{s.sync_partial}, dropped incomplete {s.sync_dropped}, "
+                         f"dropped for overload {s.sets_dropped_overload}, frame drops "
+                         f"{sum(c.dropped for c in s.cameras)}, backend {s.backend}")
+        return "; ".join(parts)
 
     def new_switches(self) -> list:
         """Engine switches the node reported since the last call (its status lists all of them)."""
@@ -223,10 +244,8 @@ class Launcher:
         finally:
             self.stop_all()
             if summary is not None:
-                first = ("no detections" if summary.first_detection_ns is None else
-                         f"first {(summary.first_detection_ns - t0_ns) / 1e9:.1f} s after launch")
-                log.info("received %d detection messages in %.1f s (%s)", summary.total_detections,
-                         time.monotonic() - t0, first)
+                summary.poll()
+                log.info("%s", summary.closing_line(time.monotonic() - t0, t0_ns))
                 summary.close()
         return 0
 
