@@ -36,6 +36,7 @@ log = logging.getLogger("perception.launch")
 class ProcessSpec:
     name: str
     command: list[str]
+    nice: int = 0          # CPU priority offset (0-19): lower-priority helpers, e.g. simulated cameras
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,10 @@ def load_launch(path: str | Path, overrides: dict[str, str] | None = None) -> La
             raise cfg.ConfigError(f"{where}: 'args'/'cmd' must be a non-empty list")
         argv = _substitute([str(a) for a in argv], values, where)
         command = [sys.executable, "-m", "perception.cli", *argv] if "args" in p else argv
-        specs.append(ProcessSpec(str(p["name"]), command))
+        nice = p.get("nice", 0)
+        if not isinstance(nice, int) or not 0 <= nice <= 19:
+            raise cfg.ConfigError(f"{where}: 'nice' must be an integer 0-19, got {nice!r}")
+        specs.append(ProcessSpec(str(p["name"]), command, nice))
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         raise cfg.ConfigError(f"{path}: process names must be unique")
@@ -111,9 +115,17 @@ class Managed:
     def start(self) -> None:
         self.log_file = open(self.log_path, "ab", buffering=0)
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        # Own session: a Ctrl-C in the terminal reaches only the launcher, which stops children in order.
+        # Own process group: a Ctrl-C in the terminal reaches only the launcher, which stops children
+        # in order. Same session as the launcher: Linux schedules a session as one autogroup, so a
+        # child's nice value counts against its siblings (in sessions of their own it would not).
+        group = {"process_group": 0} if sys.version_info >= (3, 11) else {"preexec_fn": os.setpgrp}
         self.proc = subprocess.Popen(self.spec.command, stdout=self.log_file, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+                                     stdin=subprocess.DEVNULL, env=env, **group)
+        if self.spec.nice:
+            try:
+                os.setpriority(os.PRIO_PROCESS, self.proc.pid, self.spec.nice)
+            except OSError as e:
+                log.warning("%s: cannot set nice %d (%s)", self.spec.name, self.spec.nice, e)
         self.started = time.monotonic()
         self.restart_at = None
 

@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="capture offset within the period (default: 5 ms x the camera's index in the rig)")
     p.add_argument("--endpoint", default=None, help="endpoint to bind (default: tcp://127.0.0.1:5550+index)")
     p.add_argument("--truth", action="store_true", help="also publish the sim's ground truth on 'sim/truth'")
+    p.add_argument("--truth-rate", type=float, default=10.0,
+                   help="publish ground truth at most this often (Hz), at the stamp of a frame: the visibility "
+                        "renders behind it cost more than the frame itself")
     p.add_argument("--count", type=int, default=None, help="stop after this many frames")
     p.add_argument("--log-level", default="INFO")
     return p
@@ -66,6 +69,8 @@ class CameraReader:
         self.calibration = self.camera.to_proto()
         self.sequence = 0
         self.overruns = 0
+        self.truth_period_ns = int(1e9 / args.truth_rate) if args.truth_rate > 0 else 0
+        self.last_truth_ns: int | None = None
         self.running = True
         log.info("camera %s: %s at %.1f Hz on %s (%s)", args.name, self.source.name, args.rate, self.endpoint,
                  self.topic)
@@ -108,8 +113,10 @@ class CameraReader:
             # A timed source renders the world exactly at `tick`; others were captured just now.
             end = tick if self.source.timed else time.time_ns()
             self.pub.publish(self.topic, self._header(end - exposure_ns, end, image), image)
-            if self.args.truth:
+            if self.args.truth and (self.last_truth_ns is None
+                                    or end - self.last_truth_ns >= self.truth_period_ns - self.period_ns // 2):
                 self._publish_truth(end)
+                self.last_truth_ns = end
             self.sequence += 1
             k += 1
             if self.args.count is not None and self.sequence >= self.args.count:

@@ -51,10 +51,9 @@ def report(msg: str) -> None:
 
 
 def lower_priority() -> None:
-    """SCHED_IDLE where Linux has it: a normal-priority thread that wakes up takes the core at once.
-    nice 19 is not enough: the node's two engine threads meet at a barrier after every operator,
-    and waiting each time for the scheduler to preempt a niced build made eager inference ~15x
-    slower (about 1 Hz instead of 10 Hz with six cameras on two cores)."""
+    """SCHED_IDLE where Linux has it (a normal-priority thread that wakes up takes the core at
+    once), else nice 19. It only works within one session's autogroup: the node starts the build
+    in its own session for that reason (inductor_artifact.start_background_build)."""
     try:
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     except (AttributeError, OSError):
