@@ -36,16 +36,11 @@ DEFAULT_MODEL_DIR = REPO_ROOT / "engines" / "bev_vit"
 
 # Endpoints of launch/sim.yaml; the topic tools default to them.
 CAMERA_BASE_PORT = 5550          # camera i of the rig publishes on tcp://127.0.0.1:(5550 + i)
-FUSION_ENDPOINT = "tcp://127.0.0.1:5560"   # topics "detections" and "status/fusion"
-TRUTH_TOPIC = "sim/truth"        # published by the sim camera started with --truth
+FUSION_ENDPOINT = "tcp://127.0.0.1:5560"   # topics.DETECTIONS and topics.FUSION_STATUS
 
 
 class ConfigError(ValueError):
     """A configuration file or value is invalid; the message says where and why."""
-
-
-def camera_topic(name: str) -> str:
-    return f"camera/{name}"
 
 
 def camera_endpoint(index: int, host: str = "127.0.0.1") -> str:

@@ -203,7 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    from perception.logs import setup_logging
+
+    setup_logging("INFO")
     try:
         metrics, first, rig, model_cfg = run_eval(args.model, args.scenes, args.seed, args.rig, args.backend,
                                                   args.threads, progress=not args.no_progress)

@@ -28,6 +28,7 @@ from pathlib import Path
 
 
 from perception import config as cfg
+from perception import topics
 
 log = logging.getLogger("perception.launch")
 
@@ -143,7 +144,7 @@ class Summary:
     def __init__(self, endpoint: str):
         from perception.transport import Subscriber
 
-        self.sub = Subscriber(endpoint, ["detections", "status/fusion"])
+        self.sub = Subscriber(endpoint, list(topics.FUSION_TOPICS))
         self.latencies: list[float] = []
         self.detections = 0
         self.objects = 0
@@ -156,7 +157,7 @@ class Summary:
 
     def poll(self) -> None:
         while (rx := self.sub.recv(timeout_ms=0)) is not None:
-            if rx.topic == "detections":
+            if rx.topic == topics.DETECTIONS:
                 if self.first_detection_ns is None:
                     self.first_detection_ns = rx.recv_ns
                 self.detections += 1
@@ -320,7 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s launch %(levelname)s: %(message)s")
+    from perception.logs import setup_logging
+
+    setup_logging(args.log_level)
     try:
         overrides = {}
         for item in args.arg:

@@ -339,7 +339,9 @@ def parse_overrides(pairs: list[str]) -> dict:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    from perception.logs import setup_logging
+
+    setup_logging("INFO")
     from perception.model.config import ModelConfig, load_model_config, replace_config
 
     tc = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})

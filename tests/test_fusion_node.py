@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from perception import config as cfg
+from perception import topics
 from perception.fusion.node import FusionNode, build_parser
 from perception.transport import Publisher, Subscriber
 from perception.v1 import frame_pb2
@@ -53,7 +54,7 @@ def header(cam, seq, stamp, **kw):
 def send_set(pubs, seq, stamp, skip=(), **kw):
     for i, (cam, p) in enumerate(zip(RIG.cameras, pubs)):
         if cam.name not in skip:
-            p.publish(cfg.camera_topic(cam.name), header(cam, seq, stamp + i * 1_000_000, **kw),
+            p.publish(topics.camera(cam.name), header(cam, seq, stamp + i * 1_000_000, **kw),
                       np.full((cam.height, cam.width, 3), 40 + 10 * i, np.uint8))
 
 
@@ -74,7 +75,7 @@ def test_bad_frames_are_counted_and_dropped_while_good_sets_still_publish(node):
     assert not first.missing_cameras and len(first.frames) == 6
 
     front, p0 = RIG.cameras[0], pubs[0]
-    topic = cfg.camera_topic(front.name)
+    topic = topics.camera(front.name)
     bad = [(header(front, 2, t0 + 10**8, calibration_id="deadbeef"), np.zeros((180, 320, 3), np.uint8)),
            (header(front, 3, t0 + 2 * 10**8, width=100, height=50, row_stride=300),      # not the calibrated size
             np.zeros((50, 100, 3), np.uint8)),
@@ -108,7 +109,7 @@ def test_a_frame_carrying_a_new_calibration_replaces_the_held_one(node):
     new = front.with_extrinsics(T)
     t0 = time.time_ns()
     send_set(pubs, 1, t0, skip=("front",))
-    pubs[0].publish(cfg.camera_topic("front"), header(new, 1, t0, calibration=new.to_proto()),
+    pubs[0].publish(topics.camera("front"), header(new, 1, t0, calibration=new.to_proto()),
                     np.zeros((180, 320, 3), np.uint8))
     wait_for(sub, lambda rx: rx.topic == "detections" and not rx.msg.missing_cameras)
     held = n.pipeline.preprocess.calibrations["front"]

@@ -13,6 +13,7 @@ import sys
 import time
 
 from perception import config as cfg
+from perception import topics
 from perception.lifecycle import run_until_stopped
 
 log = logging.getLogger("perception.camera")
@@ -63,7 +64,7 @@ class CameraReader:
         phase_ms = 5.0 * index if args.phase_ms is None else args.phase_ms
         self.phase_ns = int(phase_ms * 1e6) % self.period_ns
         self.endpoint = args.endpoint or cfg.camera_endpoint(index)
-        self.topic = cfg.camera_topic(args.name)
+        self.topic = topics.camera(args.name)
         self.source = open_source(args.source, self.camera, uri=args.uri, seed=args.seed, loop=args.loop)
         self.pub = Publisher(self.endpoint)
         self.calibration = self.camera.to_proto()
@@ -91,7 +92,7 @@ class CameraReader:
     def _publish_truth(self, stamp_ns: int) -> None:
         from perception.sim.truth import ground_truth_message
 
-        self.pub.publish(cfg.TRUTH_TOPIC, ground_truth_message(self.source.world, stamp_ns, self.args.seed, self.rig))
+        self.pub.publish(topics.TRUTH, ground_truth_message(self.source.world, stamp_ns, self.args.seed, self.rig))
 
     def run(self) -> int:
         k = (time.time_ns() - self.phase_ns) // self.period_ns + 1
@@ -132,7 +133,9 @@ class CameraReader:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    from perception.logs import setup_logging
+
+    setup_logging(args.log_level)
     from perception.cameras.sources import SourceError
 
     try:

@@ -4,7 +4,6 @@ TensorRT engine for the GPU (`--backend tensorrt`, needs TensorRT 10 and a CUDA 
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from pathlib import Path
@@ -125,7 +124,9 @@ def build_tensorrt(args) -> int:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s: %(message)s")
+    from perception.logs import setup_logging
+
+    setup_logging(args.log_level)
     return build_inductor(args) if args.backend == "inductor" else build_tensorrt(args)
 
 

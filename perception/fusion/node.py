@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from perception import config as cfg
+from perception import topics
 from perception.fusion.pipeline import CameraFrame, FrameRejected, FusionPipeline
 from perception.fusion.stats import CameraCounters, RateMeter, Rolling
 from perception.fusion.sync import ApproximateTimeSync, TimedFrame
@@ -82,13 +83,13 @@ class FusionNode:
                                         min_cameras=args.min_cameras)
         endpoints = args.camera_endpoints or [cfg.camera_endpoint(i) for i in range(len(names))]
         self.online = None
-        topics = [cfg.camera_topic(n) for n in names]
+        wanted = [topics.camera(n) for n in names]
         if not args.no_online_score:
             from perception.fusion.online_score import OnlineScore
 
             self.online = OnlineScore(self.model_cfg.classes, self.model_cfg.bev_x_range, self.model_cfg.bev_y_range)
-            topics.append(cfg.TRUTH_TOPIC)
-        self.sub = Subscriber(endpoints, topics)
+            wanted.append(topics.TRUTH)
+        self.sub = Subscriber(endpoints, wanted)
         self.pub = Publisher(args.publish)
         self.cameras = {n: CameraCounters() for n in names}
         self.rejected: dict[str, int] = {}
@@ -116,7 +117,7 @@ class FusionNode:
 
         h = rx.msg
         camera = h.camera_name
-        if rx.topic != cfg.camera_topic(camera):
+        if rx.topic != topics.camera(camera):
             self._reject(None, "topic_mismatch", f"{camera!r} on topic {rx.topic!r}")
             return None
         try:
@@ -154,7 +155,7 @@ class FusionNode:
             now = time.time_ns()
             ready = []
             for rx in received:
-                if rx.topic == cfg.TRUTH_TOPIC:
+                if rx.topic == topics.TRUTH:
                     self.online.add_truth(rx.msg)
                     continue
                 frame = self._accept(rx, now)
@@ -174,7 +175,7 @@ class FusionNode:
     def _process(self, frameset) -> None:
         msg = self.pipeline.process(frameset, publish_ns=time.time_ns())
         now = time.time_ns()
-        self.pub.publish("detections", msg)
+        self.pub.publish(topics.DETECTIONS, msg)
         if self.online is not None:
             self.online.add_detections(msg)
         t = msg.timings
@@ -221,7 +222,7 @@ class FusionNode:
         return msg
 
     def _publish_status(self) -> None:
-        self.pub.publish("status/fusion", self.status_message())
+        self.pub.publish(topics.FUSION_STATUS, self.status_message())
 
     def close(self) -> None:
         self.sub.close()
@@ -231,7 +232,9 @@ class FusionNode:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    from perception.logs import setup_logging
+
+    setup_logging(args.log_level)
     try:
         node = FusionNode(args)
     except (cfg.ConfigError, FileNotFoundError, ValueError) as e:

@@ -552,7 +552,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    from perception.logs import setup_logging
+
+    setup_logging(args.log_level)
     from perception.config import ConfigError
 
     output = Path(args.output) if args.output else default_onnx_path(args.model)

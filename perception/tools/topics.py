@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import sys
 
-from perception import config
+from perception import config, topics
 
-FUSION_TOPICS = ("detections", "status/fusion")
+FUSION_TOPICS = topics.FUSION_TOPICS
 
 
 class UnknownTopic(ValueError):
@@ -15,8 +15,8 @@ class UnknownTopic(ValueError):
 
 
 def known_topics(rig: config.RigConfig) -> list[str]:
-    return [*FUSION_TOPICS, *(config.camera_topic(n) for n in rig.camera_names), "camera/*",
-            config.TRUTH_TOPIC]
+    return [*FUSION_TOPICS, *(topics.camera(n) for n in rig.camera_names), "camera/*",
+            topics.TRUTH]
 
 
 def default_endpoints(topic: str, rig_path=config.DEFAULT_RIG) -> list[str]:
@@ -25,9 +25,9 @@ def default_endpoints(topic: str, rig_path=config.DEFAULT_RIG) -> list[str]:
     "detections" and "status/*" come from the fusion node; "camera/<name>" from camera
     <index of name in the rig>; "camera/*" from every camera; "sim/truth" from the sim front
     camera (camera 0)."""
-    if topic == "detections" or topic.startswith("status/"):
+    if topic in topics.FUSION_TOPICS or topic.startswith("status/"):
         return [config.FUSION_ENDPOINT]
-    if topic == config.TRUTH_TOPIC:
+    if topic == topics.TRUTH:
         return [config.camera_endpoint(0)]
     rig = config.load_rig(rig_path)
     if topic == "camera/*":
