@@ -200,7 +200,7 @@ def engine_section(spec: str, model_dir: Path, inputs: dict, reference: dict | N
             from perception.fusion.pipeline import FusionPipeline
             from perception.runtime.bench import make_frameset
 
-            pipe = FusionPipeline(rig, engine, cfg.name, cfg.image_width, cfg.image_height)
+            pipe = FusionPipeline(rig, engine, cfg)
             frames, t_ns = fusion_frames
             fs = make_frameset(rig, frames, t_ns)
             out["fusion_step"] = latencies(lambda: pipe.process(fs), max(20, iters // 4), 5, max_s / 2)

@@ -158,7 +158,7 @@ def test_fusion_pipeline_runs_with_the_onnxruntime_engine(ort_engine, cfg):
     rng = np.random.default_rng(0)
     frames = {c.name: rng.integers(0, 256, (c.height, c.width, 3), dtype=np.uint8) for c in rig.cameras}
     assert next(iter(frames.values())).shape == (180, 320, 3)
-    pipe = FusionPipeline(rig, ort_engine, cfg.name, cfg.image_width, cfg.image_height, score_threshold=0.05)
+    pipe = FusionPipeline(rig, ort_engine, cfg, score_threshold=0.05)
     msg = pipe.process(make_frameset(rig, frames, 1_000_000_000))
     assert msg.backend == "onnxruntime-cpu"
     assert msg.timings.inference_ms > 0 and msg.timings.total_ms >= msg.timings.inference_ms

@@ -139,7 +139,7 @@ def test_a_truncated_package_is_refused_then_rebuilt_and_the_switch_loses_no_fra
     assert engine.name == "torch-cpu"                       # serving now, eagerly
     eager = create_engine("torch", model_dir, threads=THREADS)
     rig = load_rig()
-    pipe = FusionPipeline(rig, engine, cfg.name, cfg.image_width, cfg.image_height, score_threshold=0.05)
+    pipe = FusionPipeline(rig, engine, cfg, score_threshold=0.05)
     rng = np.random.default_rng(0)
     messages, worst = [], 0.0
     deadline = time.monotonic() + 480

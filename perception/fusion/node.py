@@ -77,8 +77,7 @@ class FusionNode:
                                   f"rig {args.rig} has {len(names)}")
         self.engine = create_engine(args.backend, model_dir, threads=args.threads,
                                     allow_random_init=args.allow_random_init)
-        self.pipeline = FusionPipeline(self.rig, self.engine, self.model_cfg.name, self.model_cfg.image_width,
-                                       self.model_cfg.image_height, args.score_threshold)
+        self.pipeline = FusionPipeline(self.rig, self.engine, self.model_cfg, args.score_threshold)
         self.sync = ApproximateTimeSync(names, int(args.max_span_ms * 1e6), int(args.timeout_ms * 1e6),
                                         min_cameras=args.min_cameras)
         endpoints = args.camera_endpoints or [cfg.camera_endpoint(i) for i in range(len(names))]

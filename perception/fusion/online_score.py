@@ -10,21 +10,9 @@ from __future__ import annotations
 
 from collections import OrderedDict, deque
 
-import numpy as np
 
-from perception.metrics import Box, evaluate
-from perception.sim.truth import MIN_VISIBLE_PX
-
-
-def _boxes(objects, frame: int, classes) -> list[Box]:
-    out = []
-    for o in objects:
-        c = o.object_class - 1
-        if 0 <= c < len(classes):
-            out.append(Box(frame, classes[c], np.array([o.center.x, o.center.y, o.center.z]),
-                           np.array([o.size.x, o.size.y, o.size.z]), float(o.yaw),
-                           np.array([o.velocity.x, o.velocity.y]), float(o.score)))
-    return out
+from perception.boxes import MIN_VISIBLE_PX, metric_boxes
+from perception.metrics import evaluate
 
 
 class OnlineScore:
@@ -55,8 +43,8 @@ class OnlineScore:
         if min(abs(stamp - r) for r in ref) > self.max_offset_ns:
             return False
         self.frame += 1
-        self.pairs.append((_boxes(msg.objects, self.frame, self.classes),
-                           _boxes(self.truth[stamp], self.frame, self.classes)))
+        self.pairs.append((metric_boxes(msg.objects, self.frame, self.classes),
+                           metric_boxes(self.truth[stamp], self.frame, self.classes)))
         return True
 
     def score(self) -> float | None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from perception.boxes import check_model_classes, objects_from_outputs
 from perception.config import CameraConfig, RigConfig
 from perception.fusion.sync import FrameSet
 from perception.runtime.base import Engine
@@ -86,31 +87,16 @@ class Preprocessor:
                 "ego_from_camera": self.ego_from_camera, "camera_mask": self.camera_mask}
 
 
-def to_objects(outputs: dict[str, np.ndarray], score_threshold: float, batch_index: int = 0) -> list:
-    """Decoded engine outputs -> Object3D messages above the score threshold."""
-    boxes = outputs["det_boxes"][batch_index]
-    scores = outputs["det_scores"][batch_index]
-    labels = outputs["det_labels"][batch_index]
-    objects = []
-    for b, s, c in zip(boxes, scores, labels):
-        if s < score_threshold:
-            continue
-        x, y, z, l, w, h, yaw, vx, vy = (float(v) for v in b)
-        objects.append(detections_pb2.Object3D(
-            object_class=int(c) + 1, score=float(s),
-            center=detections_pb2.Vector3(x=x, y=y, z=z), size=detections_pb2.Vector3(x=l, y=w, z=h),
-            yaw=yaw, velocity=detections_pb2.Vector3(x=vx, y=vy)))
-    return objects
-
-
 class FusionPipeline:
-    def __init__(self, rig: RigConfig, engine: Engine, model_name: str, input_width: int, input_height: int,
-                 score_threshold: float = 0.3):
+    """Frame set -> Detections. Refuses (UnknownClass) a model whose classes the contract cannot carry."""
+
+    def __init__(self, rig: RigConfig, engine: Engine, model_cfg, score_threshold: float = 0.3):
         self.rig = rig
         self.engine = engine
-        self.model_name = model_name
+        self.model_name = model_cfg.name
+        self.label_values = check_model_classes(model_cfg.classes)
         self.score_threshold = score_threshold
-        self.preprocess = Preprocessor(rig, input_width, input_height)
+        self.preprocess = Preprocessor(rig, model_cfg.image_width, model_cfg.image_height)
         self.outputs_count = 0
         self.last_outputs: dict[str, np.ndarray] | None = None
 
@@ -124,7 +110,7 @@ class FusionPipeline:
         t1 = time.perf_counter()
         outputs = self.engine.infer(inputs)
         t2 = time.perf_counter()
-        objects = to_objects(outputs, self.score_threshold)
+        objects = objects_from_outputs(outputs, self.label_values, self.score_threshold)
         t3 = time.perf_counter()
         self.last_outputs = outputs
         self.outputs_count += 1

@@ -32,13 +32,14 @@ from pathlib import Path
 
 import yaml
 
+from perception.boxes import CLASSES
 from perception.config import ConfigError, read_yaml
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     name: str = "bev_vit"
-    classes: tuple[str, ...] = ("car", "truck", "pedestrian", "cyclist", "traffic_cone")
+    classes: tuple[str, ...] = CLASSES          # names, in label order (perception.boxes)
     num_cameras: int = 6
     image_height: int = 72        # model input per view (the node resizes 320x180 frames to this)
     image_width: int = 128

@@ -288,7 +288,7 @@ def bench_model(model_dir, backends, *, threads, iters, warmup, max_seconds, all
     # 3. the whole fusion step per backend
     for engine, r in engines:
         if fusion:
-            pipe = FusionPipeline(rig, engine, cfg.name, cfg.image_width, cfg.image_height)
+            pipe = FusionPipeline(rig, engine, cfg)
             fs = make_frameset(rig, frames, t_ns)
             stages = {"preprocess": [], "inference": [], "postprocess": []}
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from perception import geometry
 
-CLASSES: tuple[str, ...] = ("car", "truck", "pedestrian", "cyclist", "traffic_cone")
+from perception.boxes import CLASSES  # noqa: E402,F401  (the taxonomy; re-exported for the sim)
 
 # Faces as vertex indices, counter-clockwise seen from outside (so the cross product of the first
 # two edges points outwards): front (+x), back (-x), left (+y), right (-y), top (+z), bottom (-z).

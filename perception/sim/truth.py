@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 VISIBILITY_WIDTH = 160        # pixels across of the box-index renders (a quarter of the pixels of 320x180)
-MIN_VISIBLE_PX = 4
+from perception.boxes import MIN_VISIBLE_PX  # noqa: E402,F401  (defined with the taxonomy)
 
 
 def visible_pixels(scene, rig) -> np.ndarray:
@@ -28,22 +28,13 @@ def visible_pixels(scene, rig) -> np.ndarray:
     return np.max(counts, axis=0)
 
 
-def box_to_object(box, score: float = 1.0, visible: int = 0):
-    from perception.v1 import detections_pb2 as d
-
-    return d.Object3D(object_class=int(box.cls) + 1, score=score,
-                      center=d.Vector3(x=float(box.center[0]), y=float(box.center[1]), z=float(box.center[2])),
-                      size=d.Vector3(x=float(box.size[0]), y=float(box.size[1]), z=float(box.size[2])),
-                      yaw=float(box.yaw), velocity=d.Vector3(x=float(box.velocity[0]), y=float(box.velocity[1])),
-                      track_id=int(box.track_id), visible_pixels=int(visible))
-
-
 def ground_truth_message(world, stamp_ns: int, seed: int, rig):
     """Every target box at stamp_ns with its visible pixels in `rig` (consumers filter with
     MIN_VISIBLE_PX)."""
+    from perception.boxes import object_from_truth
     from perception.v1 import detections_pb2
 
     scene = world.scene_at(stamp_ns)
     visible = visible_pixels(scene, rig)
     return detections_pb2.GroundTruth(stamp_ns=stamp_ns, world_seed=seed,
-                                      objects=[box_to_object(b, visible=v) for b, v in zip(scene.boxes, visible)])
+                                      objects=[object_from_truth(b, visible=v) for b, v in zip(scene.boxes, visible)])

@@ -44,7 +44,7 @@ PERIOD_S = PERIOD_NS / 1e9
 # Keep-out of the ego vehicle itself, ego frame: x_min, x_max, y_min, y_max (metres).
 EGO_FOOTPRINT = (-1.0, 4.5, -1.2, 1.2)
 
-CAR, TRUCK, PEDESTRIAN, CYCLIST, CONE = range(5)
+from perception.boxes import CAR, CONE, CYCLIST, PEDESTRIAN, TRUCK  # noqa: E402,F401
 # Who gives way when two paths cross (the lower number is left out of the scene).
 PRIO_PED, PRIO_CROSS, PRIO_CYCLIST, PRIO_MAIN, PRIO_STATIC = range(5)
 
