@@ -114,6 +114,7 @@ def sample_instant(sample_id: int) -> tuple[int, np.random.Generator, int]:
 def render_sample(sample_id: int, rig: RigConfig, cfg: ModelConfig, randomization: RigRandomization):
     """One frame set: images [N, H, W, 3] uint8 at model resolution, K^-1 [N, 3, 3],
     T_ego_from_camera [N, 4, 4], boxes [MAX_OBJECTS, 10] (the visible ones: sim/truth.py)."""
+    from perception.inputs import camera_inputs, resize_into
     from perception.sim import render
     from perception.sim.truth import MIN_VISIBLE_PX, visible_pixels
 
@@ -126,10 +127,8 @@ def render_sample(sample_id: int, rig: RigConfig, cfg: ModelConfig, randomizatio
     kinv = np.empty((len(rig.cameras), 3, 3), np.float32)
     T = np.empty((len(rig.cameras), 4, 4), np.float32)
     for i, cam in enumerate(sample_rig.cameras):
-        full = render(scene, cam)                           # at the rig's resolution, as live
-        cv2.resize(full, (W, H), dst=images[i], interpolation=cv2.INTER_AREA)
-        kinv[i] = np.linalg.inv(cam.resized(W, H).K)
-        T[i] = cam.T_ego_from_camera
+        resize_into(render(scene, cam), images[i])          # rendered at the rig's resolution, as live
+        kinv[i], T[i] = camera_inputs(cam, W, H)
     visible = visible_pixels(scene, sample_rig)
     boxes = [b for b, v in zip(scene.boxes, visible) if v >= MIN_VISIBLE_PX]
     return images, kinv, T, boxes_to_array(boxes, cfg)

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from perception import config as pcfg
+from perception.model.weights import CONFIG_FILE
 
 log = logging.getLogger("perception.eval")
 
@@ -72,7 +73,7 @@ def run_eval(model_dir, scenes: int, seed: int, rig_path, backend: str = "torch"
     from perception.model.config import load_model_config
     from perception.runtime import create_engine
 
-    model_cfg = load_model_config(Path(model_dir) / "config.yaml")
+    model_cfg = load_model_config(Path(model_dir) / CONFIG_FILE)
     engine = engine or create_engine(backend, model_dir, threads=threads)
     rig = pcfg.load_rig(rig_path)
     dets, gts, first = [], [], None

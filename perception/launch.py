@@ -26,7 +26,6 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
 from perception import config as cfg
 from perception import topics
 

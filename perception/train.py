@@ -185,10 +185,9 @@ def train(tc: TrainConfig, model_cfg, resume: bool = False, progress: bool = Tru
 
     from perception.dataset import TRAIN_SEED_BASE, DatasetSpec, RigRandomization, build_dataset
     from perception.model import BEVViT
+    from perception.model.cpu_tuning import tune_cpu_allocator
     from perception.model.depth import laplace_nll
     from perception.model.weights import count_parameters, save_model
-
-    from perception.model.cpu_tuning import tune_cpu_allocator
 
     tune_cpu_allocator()              # keeps big freed activations mapped: ~1.5x faster steps here
     # Adam's second moments and late-training gradients underflow into denormal floats, which

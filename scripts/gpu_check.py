@@ -34,6 +34,8 @@ import time
 import traceback
 from pathlib import Path
 
+from perception.model.weights import CONFIG_FILE, WEIGHTS_FILE
+
 sys.modules["zmq"] = None                     # any `import zmq` now raises ImportError
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -138,7 +140,7 @@ def prepare_model(work: Path) -> dict:
     from perception.model import load_model, save_model
 
     d = work / "bev_vit"
-    if (DEFAULT_MODEL_DIR / "model.safetensors").exists():
+    if (DEFAULT_MODEL_DIR / WEIGHTS_FILE).exists():
         shutil.copytree(DEFAULT_MODEL_DIR, d, ignore=shutil.ignore_patterns("*.onnx*", "*.engine*", "*.timing_cache",
                                                                            "checkpoints"))
         weights = "shipped model.safetensors"
@@ -153,7 +155,7 @@ def scene_inputs(model_dir: Path):
     from perception.config import load_rig
     from perception.model import load_model_config
 
-    cfg = load_model_config(model_dir / "config.yaml")
+    cfg = load_model_config(model_dir / CONFIG_FILE)
     rig = load_rig()
     try:
         from perception.dataset import RigRandomization, render_sample
@@ -161,7 +163,7 @@ def scene_inputs(model_dir: Path):
         images, k_inv, t, _ = render_sample(3, rig, cfg, RigRandomization.none())
         source = "render_sample(3, nominal rig)"
     except Exception as e:  # noqa: BLE001
-        from perception.model.bench import example_inputs
+        from perception.inputs import example_inputs
 
         x = example_inputs(cfg, 1)
         images, k_inv, t = x[0][0].numpy(), x[1][0].numpy(), x[2][0].numpy()

@@ -24,7 +24,7 @@ def main() -> None:
 
     import torch._inductor.config as inductor_config
 
-    from perception.model.bench import example_inputs
+    from perception.inputs import example_inputs
     from perception.model.cpu_tuning import tune_cpu_allocator
     from perception.model.weights import load_model
 

@@ -94,7 +94,6 @@ def test_torch_geometry_cache_is_exact_and_follows_the_mask(torch_engine, scene)
 
 def test_auto_picks_the_fastest_available_backend(monkeypatch, model_dir):
     import perception.runtime as rt
-
     import perception.runtime.torch_backend as tb
 
     real = rt._importable

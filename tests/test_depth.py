@@ -94,7 +94,7 @@ def test_model_with_token_depth_trains_its_depth_head():
                          stem_width=8, head_hidden=16, geo_hidden=8)
     torch.manual_seed(0)
     model = BEVViT(cfg)
-    from perception.model.bench import example_inputs
+    from perception.inputs import example_inputs
 
     inputs = example_inputs(cfg, 1, 0)
     out = model.forward_train(*inputs)

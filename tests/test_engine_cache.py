@@ -8,8 +8,16 @@ import json
 
 import pytest
 
-from perception.runtime.engine_cache import (KEY_FIELDS, EngineKey, engine_path, engine_sidecar_path, lookup,
-                                             make_key, store, timing_cache_path)
+from perception.runtime.engine_cache import (
+    KEY_FIELDS,
+    EngineKey,
+    engine_path,
+    engine_sidecar_path,
+    lookup,
+    make_key,
+    store,
+    timing_cache_path,
+)
 
 FACTS = {"tensorrt_version": "10.9.0.34", "gpu_name": "NVIDIA H200", "compute_capability": "9.0"}
 SHAPES = {"images": [1, 6, 72, 128, 3], "intrinsics_inv": [1, 6, 3, 3], "ego_from_camera": [1, 6, 4, 4],
@@ -172,8 +180,8 @@ def test_tensorrt_fp32_engine_builds_caches_and_matches_torch(tmp_path):
     cmp = compare_outputs(ref, trt_engine.infer(inputs))
     assert cmp["heatmap_max_abs_diff"] <= 1e-4 and cmp["same_detections"], cmp
     # second start: the cache answers "load"
-    from perception.runtime.tensorrt_backend import target_facts
     from perception.runtime.onnx_export import file_sha256, read_sidecar
+    from perception.runtime.tensorrt_backend import target_facts
 
     side = read_sidecar(d / "bev_vit.onnx")
     key = make_key(file_sha256(d / "bev_vit.onnx"), target_facts(), "fp32",

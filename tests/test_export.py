@@ -13,9 +13,18 @@ from onnx import TensorProto, helper  # noqa: E402
 
 from perception.config import DEFAULT_MODEL_DIR  # noqa: E402
 from perception.runtime.base import INPUT_NAMES, OUTPUT_NAMES  # noqa: E402
-from perception.runtime.onnx_export import (FORBIDDEN_REASONS, TENSORRT_OPS, ExportError,  # noqa: E402
-                                            assert_tensorrt_compatible, check_tensorrt_compatible,
-                                            export_onnx, file_sha256, main, onnx_status, sidecar_path)
+from perception.runtime.onnx_export import (  # noqa: E402
+    FORBIDDEN_REASONS,
+    TENSORRT_OPS,
+    ExportError,
+    assert_tensorrt_compatible,
+    check_tensorrt_compatible,
+    export_onnx,
+    file_sha256,
+    main,
+    onnx_status,
+    sidecar_path,
+)
 
 
 @pytest.fixture(scope="module")
@@ -168,8 +177,8 @@ def test_exported_graph_runs_in_onnxruntime(exported, model_dir):
     ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
     import torch
 
+    from perception.inputs import example_inputs
     from perception.model import load_model
-    from perception.model.bench import example_inputs
 
     model, cfg = load_model(model_dir)
     x = list(example_inputs(cfg, 1, seed=3))

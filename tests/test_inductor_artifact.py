@@ -57,7 +57,7 @@ def built(model_dir, tmp_path_factory):
 
 
 def scene_inputs(cfg, seed: int) -> dict[str, np.ndarray]:
-    from perception.model.bench import example_inputs
+    from perception.inputs import example_inputs
 
     images, k, t, m = example_inputs(cfg, 1, seed=seed)
     return {"images": images.numpy(), "intrinsics_inv": k.numpy(), "ego_from_camera": t.numpy(),

@@ -11,9 +11,19 @@ import torch
 
 from perception.config import ConfigError, load_rig
 from perception.geometry import camera_rotation, make_transform
-from perception.model import (BEVViT, INPUT_NAMES, OUTPUT_NAMES, ModelConfig, WeightsError, count_parameters,
-                              flops_per_frameset, load_model, load_model_config, save_model,
-                              save_model_config)
+from perception.model import (
+    INPUT_NAMES,
+    OUTPUT_NAMES,
+    BEVViT,
+    ModelConfig,
+    WeightsError,
+    count_parameters,
+    flops_per_frameset,
+    load_model,
+    load_model_config,
+    save_model,
+    save_model_config,
+)
 
 torch.set_num_threads(2)
 
@@ -30,7 +40,7 @@ def model(cfg):
 
 
 def make_inputs(cfg, batch=1, seed=0):
-    from perception.model.bench import example_inputs
+    from perception.inputs import example_inputs
 
     return example_inputs(cfg, batch, seed)
 
@@ -262,7 +272,7 @@ def test_load_errors_and_random_init(tmp_path, cfg, model, caplog):
 
 
 def test_custom_value_backward_matches_autograd():
-    from perception.model.bev import _AttendSelected, _attend_selected
+    from perception.model.bev import _attend_selected, _AttendSelected
 
     g = torch.Generator().manual_seed(0)
     B, H, Q, K, D, S = 2, 4, 5, 3, 8, 7

@@ -9,8 +9,16 @@ from perception import geometry
 from perception.config import load_rig
 from perception.sim import CLASSES, Box3D, World, WorldConfig, render, render_rig, scene_from_boxes
 from perception.sim.augment import jitter_extrinsics, photometric
-from perception.sim.scene import DEFAULT_LIGHTING, FACES, Part, SceneAssembler, Solid, SolidTemplate, \
-    face_normals, without_targets
+from perception.sim.scene import (
+    DEFAULT_LIGHTING,
+    FACES,
+    Part,
+    SceneAssembler,
+    Solid,
+    SolidTemplate,
+    face_normals,
+    without_targets,
+)
 from perception.sim.world import EGO_FOOTPRINT, PERIOD_NS, overlapping_pairs
 
 RIG = load_rig()
@@ -310,7 +318,8 @@ def test_cli_writes_mosaic_and_benches(tmp_path, capsys):
 
 def test_visible_pixels_count_occlusion():
     from perception.sim.render import visible_pixels
-    from perception.sim.truth import MIN_VISIBLE_PX, ground_truth_message, visible_pixels as rig_visible
+    from perception.sim.truth import MIN_VISIBLE_PX, ground_truth_message
+    from perception.sim.truth import visible_pixels as rig_visible
 
     van = Box3D(cls=1, center=(8.0, 0.0, 1.5), size=(6.0, 2.4, 3.0), yaw=0.0, velocity=(0, 0), track_id=1)
     hidden = Box3D(cls=2, center=(14.0, 0.0, 0.87), size=(0.6, 0.6, 1.75), yaw=0.0, velocity=(0, 0), track_id=2)

@@ -8,8 +8,7 @@ from perception.config import DEFAULT_MODEL_DIR, DEFAULT_RIG, load_rig
 from perception.dataset import RigRandomization, array_to_boxes, boxes_to_array, render_sample
 from perception.model import BEVViT, ModelConfig, encode_targets
 from perception.model.config import replace_config
-from perception.train import (TrainConfig, class_weights, focal_loss, load_checkpoint, regression_loss,
-                              save_checkpoint)
+from perception.train import TrainConfig, class_weights, focal_loss, load_checkpoint, regression_loss, save_checkpoint
 
 TINY = replace_config(ModelConfig(), dim=32, heads=2, view_depth=1, bev_depth=1, bev_cells=16, topk=8,
                       stem_width=8, head_hidden=16, geo_hidden=8)

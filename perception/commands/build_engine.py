@@ -93,8 +93,13 @@ def build_inductor(args) -> int:
 
 def build_tensorrt(args) -> int:
     from perception.runtime.engine_cache import lookup, make_key
-    from perception.runtime.tensorrt_backend import (INT8_REFUSAL, BackendUnavailable, BuildError, ensure_engine,
-                                                     target_facts)
+    from perception.runtime.tensorrt_backend import (
+        INT8_REFUSAL,
+        BackendUnavailable,
+        BuildError,
+        ensure_engine,
+        target_facts,
+    )
 
     if args.precision == "int8":
         print(f"perception build-engine: {INT8_REFUSAL}", file=sys.stderr)

@@ -18,6 +18,7 @@ from perception.fusion.pipeline import CameraFrame, FrameRejected, FusionPipelin
 from perception.fusion.stats import CameraCounters, RateMeter, Rolling
 from perception.fusion.sync import ApproximateTimeSync, TimedFrame
 from perception.lifecycle import run_until_stopped
+from perception.model.weights import CONFIG_FILE
 
 log = logging.getLogger("perception.fuse")
 
@@ -71,7 +72,7 @@ class FusionNode:
         self.rig = cfg.load_rig(args.rig)
         names = self.rig.camera_names
         model_dir = Path(args.model)
-        self.model_cfg = load_model_config(model_dir / "config.yaml")
+        self.model_cfg = load_model_config(model_dir / CONFIG_FILE)
         if self.model_cfg.num_cameras != len(names):
             raise cfg.ConfigError(f"model {model_dir} expects {self.model_cfg.num_cameras} cameras, "
                                   f"rig {args.rig} has {len(names)}")

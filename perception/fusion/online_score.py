@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections import OrderedDict, deque
 
-
 from perception.boxes import MIN_VISIBLE_PX, metric_boxes
 from perception.metrics import evaluate
 

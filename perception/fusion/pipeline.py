@@ -8,12 +8,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 from perception.boxes import check_model_classes, objects_from_outputs
 from perception.config import CameraConfig, RigConfig
 from perception.fusion.sync import FrameSet
+from perception.inputs import camera_inputs, resize_into
 from perception.runtime.base import Engine
 from perception.v1 import detections_pb2
 
@@ -36,7 +36,8 @@ class CameraFrame:
 
 
 class Preprocessor:
-    """Resizes frames into a preallocated batch and keeps the geometry inputs per camera.
+    """Resizes frames into a preallocated batch and keeps the geometry inputs per camera, through
+    the model-input contract (perception/inputs.py) that training uses too.
 
     Calibration is an input: the rig file gives the starting calibration, and a frame that
     carries a new calibration for its camera replaces it (update_calibration)."""
@@ -54,9 +55,7 @@ class Preprocessor:
 
     def update_calibration(self, cam: CameraConfig) -> None:
         i = self.rig.index(cam.name)
-        model_cam = cam.resized(self.width, self.height)
-        self.intrinsics_inv[0, i] = np.linalg.inv(model_cam.K)
-        self.ego_from_camera[0, i] = cam.T_ego_from_camera
+        self.intrinsics_inv[0, i], self.ego_from_camera[0, i] = camera_inputs(cam, self.width, self.height)
         self.calibrations[cam.name] = cam
 
     def check(self, camera: str, calibration_id: str, width: int, height: int) -> None:
@@ -79,10 +78,7 @@ class Preprocessor:
                 self.images[0, i] = 0            # never read (masked), zeroed for determinism
                 continue
             self.camera_mask[0, i] = 1.0
-            if img.shape[:2] == (self.height, self.width):
-                self.images[0, i] = img
-            else:                                 # INTER_AREA: proper low-pass when shrinking
-                cv2.resize(img, (self.width, self.height), dst=self.images[0, i], interpolation=cv2.INTER_AREA)
+            resize_into(img, self.images[0, i])
         return {"images": self.images, "intrinsics_inv": self.intrinsics_inv,
                 "ego_from_camera": self.ego_from_camera, "camera_mask": self.camera_mask}
 

@@ -3,8 +3,9 @@ attention onto a BEV grid, CenterPoint head and in-graph decode.
 
 Files: config.py (ModelConfig, YAML), embed.py (patches, rays, BEV queries), attention.py
 (Mlp/Attention/Block), bev.py (top-K cross-view attention, BEV blocks), head.py, decode.py
-(targets and decode), vit.py (BEVViT), weights.py (safetensors, counts), inputs.py (rig ->
-calibration inputs), cpu_tuning.py, bench.py (`python -m perception.model.bench`).
+(targets and decode), vit.py (BEVViT), weights.py (safetensors, counts), cpu_tuning.py,
+bench.py (`python -m perception.model.bench`). The model-input contract (names, resize,
+calibration inputs, example inputs) is perception/inputs.py.
 
 Feeding the model (fusion node):
 
@@ -35,14 +36,13 @@ Feeding the model (fusion node):
   axis. Ops: MatMul/Gemm, Softmax, LayerNormalization, Erf, Relu, Conv, MaxPool, TopK, Gather,
   GatherElements, Where, Atan, elementwise - no NonZero, no inverse, no control flow.
 """
+from perception.inputs import INPUT_NAMES, OUTPUT_NAMES, calibration_inputs, example_inputs
 from perception.model.config import ModelConfig, load_model_config, save_model_config
 from perception.model.decode import REGRESSION_CHANNELS, bev_cell_centers, decode, encode_targets
-from perception.model.inputs import calibration_inputs
-from perception.model.vit import INPUT_NAMES, OUTPUT_NAMES, BEVViT
-from perception.model.weights import (WeightsError, count_parameters, flops_per_frameset, load_model,
-                                      save_model)
+from perception.model.vit import BEVViT
+from perception.model.weights import WeightsError, count_parameters, flops_per_frameset, load_model, save_model
 
 __all__ = ["ModelConfig", "load_model_config", "save_model_config", "BEVViT", "decode",
            "bev_cell_centers", "encode_targets", "REGRESSION_CHANNELS", "INPUT_NAMES", "OUTPUT_NAMES",
            "save_model", "load_model", "count_parameters", "flops_per_frameset", "WeightsError",
-           "calibration_inputs"]
+           "calibration_inputs", "example_inputs"]

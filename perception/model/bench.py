@@ -13,24 +13,11 @@ import time
 
 import torch
 
+from perception.inputs import example_inputs
 from perception.model.config import ModelConfig
 from perception.model.cpu_tuning import tune_cpu_allocator
 from perception.model.vit import BEVViT
 from perception.model.weights import count_parameters, flops_per_frameset
-
-
-def example_inputs(cfg: ModelConfig, batch: int, seed: int = 0):
-    """Random uint8 views and the calibration of the default rig, resized to the model input."""
-    from perception.config import load_rig
-    from perception.model.inputs import calibration_inputs
-
-    g = torch.Generator().manual_seed(seed)
-    images = torch.randint(0, 256, (batch, cfg.num_cameras, cfg.image_height, cfg.image_width, 3),
-                           dtype=torch.uint8, generator=g)
-    k_inv, t = calibration_inputs(load_rig(), cfg)
-    k_inv = torch.from_numpy(k_inv).unsqueeze(0).repeat(batch, 1, 1, 1)
-    t = torch.from_numpy(t).unsqueeze(0).repeat(batch, 1, 1, 1)
-    return images, k_inv, t, torch.ones(batch, cfg.num_cameras)
 
 
 def _median_ms(fn, reps: int, warmup: int = 2) -> float:
@@ -52,7 +39,7 @@ def onnxruntime_latency_ms(model: BEVViT, cfg: ModelConfig, threads: int = 2, re
 
     import onnxruntime as ort
 
-    from perception.model.vit import INPUT_NAMES, OUTPUT_NAMES
+    from perception.inputs import INPUT_NAMES, OUTPUT_NAMES
 
     x = example_inputs(cfg, 1)
     with tempfile.TemporaryDirectory() as d:

@@ -159,6 +159,3 @@ class BEVViT(nn.Module):
         return {"heatmap": heat, "regression": reg, "det_boxes": boxes,
                 "det_scores": scores, "det_labels": labels}
 
-
-OUTPUT_NAMES = ("heatmap", "regression", "det_boxes", "det_scores", "det_labels")
-INPUT_NAMES = ("images", "intrinsics_inv", "ego_from_camera", "camera_mask")

@@ -9,15 +9,7 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
-# Inputs (shapes for a batch of B frame sets, N cameras, model input H x W):
-#   images          uint8   [B, N, H, W, 3]  BGR; normalisation is inside the model
-#   intrinsics_inv  float32 [B, N, 3, 3]     K^-1 of the resized image
-#   ego_from_camera float32 [B, N, 4, 4]
-#   camera_mask     float32 [B, N]           1 = present, 0 = missing
-INPUT_NAMES = ("images", "intrinsics_inv", "ego_from_camera", "camera_mask")
-# Outputs: heatmap [B, C, Hb, Wb], regression [B, 10, Hb, Wb], det_boxes [B, K, 9]
-# (x, y, z, l, w, h, yaw, vx, vy), det_scores [B, K], det_labels [B, K] (int64).
-OUTPUT_NAMES = ("heatmap", "regression", "det_boxes", "det_scores", "det_labels")
+from perception.inputs import INPUT_NAMES, OUTPUT_NAMES  # noqa: E402,F401  (the contract)
 
 
 class Engine(ABC):

@@ -45,6 +45,8 @@ from pathlib import Path
 
 import numpy as np
 
+from perception.model.weights import CONFIG_FILE, WEIGHTS_FILE
+
 SWEEP_SIZES = ((48, 80), (72, 128), (96, 176), (144, 256))      # (height, width), patch 8
 
 
@@ -237,7 +239,7 @@ def bench_model(model_dir, backends, *, threads, iters, warmup, max_seconds, all
     facts = {"model_dir": str(model_dir), "image": [cfg.image_height, cfg.image_width],
              "tokens_per_view": cfg.tokens_per_view, "gflop_per_frameset": round(gflop, 4),
              "attention_gflop_per_frameset": round(attention_gflop(cfg), 4), "params": count_parameters(model),
-             "weights": "model.safetensors" if (Path(model_dir) / "model.safetensors").exists() else "random-init (seed 0)"}
+             "weights": WEIGHTS_FILE if (Path(model_dir) / WEIGHTS_FILE).exists() else "random-init (seed 0)"}
     torch.set_num_threads(threads)
     pre = Preprocessor(rig, cfg.image_width, cfg.image_height)
     inputs = {k: v.copy() for k, v in pre(frames).items()}
@@ -430,16 +432,15 @@ def main(argv=None) -> int:
     import torch
 
     from perception.config import load_rig
-    from perception.model.config import replace_config, save_model_config
+    from perception.model.config import load_model_config, replace_config, save_model_config
     from perception.model.cpu_tuning import tune_cpu_allocator
-    from perception.model.config import load_model_config
 
     tune_cpu_allocator()
     torch.set_num_threads(args.threads)
     backends = [b.strip() for b in args.backends.split(",")] if args.backends else default_backends()
     out_path = Path(args.json)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    allow_random = not (Path(args.model) / "model.safetensors").exists()
+    allow_random = not (Path(args.model) / WEIGHTS_FILE).exists()
     if allow_random:
         _say(f"{args.model} has no model.safetensors: timing seeded random weights (timing does not depend on them)")
     t_start = time.time()
@@ -450,7 +451,7 @@ def main(argv=None) -> int:
 
     rig = load_rig(args.rig)
     frames, t_ns = scene_frames(rig)
-    cfg = load_model_config(Path(args.model) / "config.yaml")
+    cfg = load_model_config(Path(args.model) / CONFIG_FILE)
     _say("GEMM throughput ...")
     peak = gemm_throughput(args.threads, cfg)
     result["peak"] = peak
@@ -491,7 +492,7 @@ def main(argv=None) -> int:
                 tokens = (h // cfg.patch_size) * (w // cfg.patch_size)
                 scfg = replace_config(cfg, image_height=h, image_width=w, topk=min(cfg.topk, tokens))
                 d = Path(tmp) / f"{scfg.name}_{h}x{w}"
-                save_model_config(scfg, d / "config.yaml")
+                save_model_config(scfg, d / CONFIG_FILE)
                 _say(f"sweep {h}x{w} ...")
                 res, f = bench_model(d, sweep_backends, threads=args.threads, iters=iters, warmup=min(args.warmup, 3),
                                      max_seconds=args.max_seconds, allow_random_init=True, rig=rig, frames=frames,

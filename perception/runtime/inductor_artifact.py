@@ -88,7 +88,7 @@ def weights_digest(model: nn.Module, cfg) -> str:
 
 def example_geometry(model: nn.Module, cfg) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Stand-in images and the default rig's geometry, at batch 1: the shapes the artifact serves."""
-    from perception.model.bench import example_inputs
+    from perception.inputs import example_inputs
 
     images, k_inv, t, mask = example_inputs(cfg, 1)
     with torch.inference_mode():

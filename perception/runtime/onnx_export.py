@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from perception.model.weights import CONFIG_FILE, WEIGHTS_FILE
 from perception.runtime.base import INPUT_NAMES, OUTPUT_NAMES
 from perception.runtime.engine_cache import atomic_write
 
@@ -381,7 +382,7 @@ def sidecar_path(onnx_path) -> Path:
 def source_fingerprint(model_dir, *, batch: int = 1, opset: int = DEFAULT_OPSET) -> dict:
     """What an export depends on: config.yaml, model.safetensors (or the seeded random init that
     replaces it), the model's source code, the batch, the opset and the export format."""
-    from perception.model.weights import CONFIG_FILE, WEIGHTS_FILE
+    from perception.model.weights import WEIGHTS_FILE
 
     model_dir = Path(model_dir)
     weights = model_dir / WEIGHTS_FILE
@@ -446,7 +447,7 @@ def export_onnx(model_dir, output=None, *, batch: int = 1, opset: int = DEFAULT_
     import onnx
     import torch
 
-    from perception.model.bench import example_inputs
+    from perception.inputs import example_inputs
     from perception.model.weights import load_model
 
     t0 = time.perf_counter()
@@ -482,7 +483,7 @@ def export_onnx(model_dir, output=None, *, batch: int = 1, opset: int = DEFAULT_
         "outputs": _io_spec(proto.graph.output),
         "source": source_fingerprint(model_dir, batch=batch, opset=opset),
         "model_name": cfg.name,
-        "weights": "model.safetensors" if (model_dir / "model.safetensors").exists() else "RANDOM INIT (seed 0)",
+        "weights": WEIGHTS_FILE if (model_dir / WEIGHTS_FILE).exists() else "RANDOM INIT (seed 0)",
         "torch_version": torch.__version__,
         "onnx_version": onnx.__version__,
         "exported_unix": int(time.time()),

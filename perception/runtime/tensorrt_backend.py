@@ -42,8 +42,16 @@ from pathlib import Path
 import numpy as np
 
 from perception.runtime.base import INPUT_NAMES, OUTPUT_NAMES, Engine, check_inputs
-from perception.runtime.engine_cache import (EngineKey, Lookup, atomic_write, engine_sidecar_path, lookup, make_key,
-                                             store, timing_cache_path)
+from perception.runtime.engine_cache import (
+    EngineKey,
+    Lookup,
+    atomic_write,
+    engine_sidecar_path,
+    lookup,
+    make_key,
+    store,
+    timing_cache_path,
+)
 
 log = logging.getLogger(__name__)
 

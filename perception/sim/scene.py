@@ -17,7 +17,6 @@ import cv2
 import numpy as np
 
 from perception import geometry
-
 from perception.boxes import CLASSES  # noqa: E402,F401  (the taxonomy; re-exported for the sim)
 
 # Faces as vertex indices, counter-clockwise seen from outside (so the cross product of the first

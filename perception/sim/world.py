@@ -33,8 +33,17 @@ import numpy as np
 
 from perception.sim import shapes
 from perception.sim.render import render, render_rig  # noqa: F401  (part of this module's API)
-from perception.sim.scene import (CLASSES, DEFAULT_LIGHTING, Box3D, Lighting, Scene, SceneAssembler,
-                                  SolidTemplate, merge_scenes, shadow_polygon)
+from perception.sim.scene import (
+    CLASSES,
+    DEFAULT_LIGHTING,
+    Box3D,
+    Lighting,
+    Scene,
+    SceneAssembler,
+    SolidTemplate,
+    merge_scenes,
+    shadow_polygon,
+)
 
 __all__ = ["CLASSES", "Box3D", "WorldConfig", "World", "Scene", "Lighting", "scene_from_boxes", "render",
            "render_rig", "EGO_FOOTPRINT"]
@@ -45,6 +54,7 @@ PERIOD_S = PERIOD_NS / 1e9
 EGO_FOOTPRINT = (-1.0, 4.5, -1.2, 1.2)
 
 from perception.boxes import CAR, CONE, CYCLIST, PEDESTRIAN, TRUCK  # noqa: E402,F401
+
 # Who gives way when two paths cross (the lower number is left out of the scene).
 PRIO_PED, PRIO_CROSS, PRIO_CYCLIST, PRIO_MAIN, PRIO_STATIC = range(5)
 

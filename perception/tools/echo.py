@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"perception echo: {e}", file=sys.stderr)
         return 2
 
-    from perception.transport import Subscriber, TransportError   # keep --help fast
+    from perception.transport import Subscriber, TransportError  # keep --help fast
 
     fmt = format_json if args.json else format_text
     timeout_ms = None if args.timeout is None else max(0, int(args.timeout * 1000))
