@@ -67,7 +67,7 @@ def scene_inputs(cfg, seed: int) -> dict[str, np.ndarray]:
 def test_the_key_names_every_fact_the_package_depends_on(model):
     m, cfg = model
     key = ia.artifact_key(m, cfg, THREADS)
-    assert {"weights_sha256", "torch_version", "cpu_isa", "threads", "input_shapes"} <= set(key)
+    assert {"weights_sha256", "code_sha256", "torch_version", "cpu_isa", "threads", "input_shapes"} <= set(key)
     assert key["torch_version"] == torch.__version__ and key["threads"] == THREADS
     assert key["input_shapes"]["images"] == [1, cfg.num_cameras, cfg.image_height, cfg.image_width, 3]
     assert key == ia.artifact_key(m, cfg, THREADS)                      # deterministic
@@ -83,7 +83,7 @@ def test_a_key_mismatch_is_rebuilt_never_loaded(model, tmp_path):
     # another thread count, torch version, CPU or set of weights: another file, and a stored
     # package under the wanted name with a foreign key is refused with the field named
     for field, value in (("threads", THREADS + 1), ("torch_version", "0.0.1"), ("cpu_isa", "AVX2"),
-                         ("weights_sha256", "0" * 64)):
+                         ("weights_sha256", "0" * 64), ("code_sha256", "0" * 64)):
         other = {**key, field: value}
         assert ia.artifact_path(tmp_path, cfg.name, other) != path
         assert not ia.find_artifact(tmp_path, cfg.name, other).load

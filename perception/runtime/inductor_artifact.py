@@ -11,8 +11,8 @@ What is compiled (ServedGraph): BEVViT.forward_features + sigmoid + decode at fi
 calibration-only geometry (BEVViT.geometry) stays eager and cached per calibration by
 TorchEngine; it enters the package as flat tensors, in the order its sidecar records.
 
-Cache key: a digest of the weights and config, torch version, CPU ISA, thread count (the
-generated OpenMP code fixes it) and every input shape. A build compiles inside a private Inductor
+Cache key: a digest of the weights and config, a digest of the model's source, torch version,
+CPU ISA, thread count (the generated OpenMP code fixes it) and every input shape. A build compiles inside a private Inductor
 cache folder that is deleted afterwards, so a build killed mid-link can never leave a broken
 shared object in Inductor's shared cache; the package and its sidecar (sha256) are written
 atomically, and lookup refuses anything truncated or replaced.
@@ -96,10 +96,23 @@ def example_geometry(model: nn.Module, cfg) -> tuple[torch.Tensor, dict[str, tor
     return images, geo
 
 
+def code_digest() -> str:
+    """sha256 of the source the package is compiled from (the model package and this module): a
+    changed graph with unchanged weights must not load an old package."""
+    here = Path(__file__).resolve()
+    files = sorted((here.parent.parent / "model").glob("*.py")) + [here]
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
 def artifact_key(model: nn.Module, cfg, threads: int) -> dict:
     images, geo = example_geometry(model, cfg)
     shapes = {"images": list(images.shape), **{n: list(v.shape) for n, v in geo.items()}}
     return {"kind": "aoti-inductor-cpu", "key_format": KEY_FORMAT, "weights_sha256": weights_digest(model, cfg),
+            "code_sha256": code_digest(),
             "torch_version": torch.__version__, "cpu_isa": cpu_isa(), "threads": int(threads),
             "precision": "fp32", "input_shapes": shapes}
 
