@@ -115,3 +115,19 @@ def test_a_frame_carrying_a_new_calibration_replaces_the_held_one(node):
     held = n.pipeline.preprocess.calibrations["front"]
     assert held.calibration_id == new.calibration_id
     np.testing.assert_allclose(n.pipeline.preprocess.ego_from_camera[0, 0], T, atol=1e-6)
+
+
+def test_sets_the_engine_never_computed_are_counted_from_sequence_gaps():
+    """Outputs plus the overload count cover every capture: a jump from sequence 4 to 7 means
+    two sets were dropped; a camera whose sequence went back (restart) adds nothing."""
+    from types import SimpleNamespace
+
+    from perception.fusion.sync import FrameSet, TimedFrame
+
+    def fs(seqs):
+        return FrameSet({n: TimedFrame(n, s, 0, 0) for n, s in seqs.items()}, [], 0, 0)
+
+    node = SimpleNamespace(sets_dropped_overload=0, _last_sequence={})
+    for seqs in ({"a": 3, "b": 3}, {"a": 4, "b": 4}, {"a": 7, "b": 6}, {"a": 8, "b": 1}, {"a": 9, "b": 2}):
+        FusionNode._count_skipped(node, fs(seqs))
+    assert node.sets_dropped_overload == 2

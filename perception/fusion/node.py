@@ -97,6 +97,7 @@ class FusionNode:
         self.latency = Rolling()
         self.output_rate = RateMeter()
         self.sets_dropped_overload = 0
+        self._last_sequence: dict[str, int] = {}    # per camera, in the last processed set
         self.started_ns = time.time_ns()
         self.running = True
         log.info("fusion node: %d cameras from %s, model %s on %s, publishing on %s",
@@ -165,12 +166,23 @@ class FusionNode:
             if ready:
                 # Only the newest set is worth computing; older ones would only add latency
                 # (cameras faster than the engine): drop the oldest, count them, never queue.
-                self.sets_dropped_overload += len(ready) - 1
+                self._count_skipped(ready[-1])
                 self._process(ready[-1])
             if time.time_ns() >= next_status:
                 self._publish_status()
                 next_status = time.time_ns() + status_period_ns
         return 0
+
+    def _count_skipped(self, frameset) -> None:
+        """Frame sets the rig captured since the last processed one and never computed (a newer
+        set was ready, or their frames were superseded in the receive queues while the engine was
+        busy): the largest per-camera sequence gap. A camera whose sequence went back (restart)
+        does not count."""
+        gaps = [f.sequence - self._last_sequence[name] - 1 for name, f in frameset.frames.items()
+                if name in self._last_sequence and f.sequence > self._last_sequence[name]]
+        self.sets_dropped_overload += max(gaps, default=0)
+        for name, f in frameset.frames.items():
+            self._last_sequence[name] = f.sequence
 
     def _process(self, frameset) -> None:
         msg = self.pipeline.process(frameset, publish_ns=time.time_ns())
