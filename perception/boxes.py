@@ -70,7 +70,7 @@ def objects_from_outputs(outputs: dict[str, np.ndarray], label_values: np.ndarra
             continue
         x, y, z, length, w, h, yaw, vx, vy = (float(v) for v in b)
         objects.append(d.Object3D(
-            object_class=int(label_values[int(c)]), score=float(s),
+            object_class=int(label_values[int(c)]), score=float(s),  # type: ignore[arg-type]  # enum value
             center=d.Vector3(x=x, y=y, z=z), size=d.Vector3(x=length, y=w, z=h),
             yaw=yaw, velocity=d.Vector3(x=vx, y=vy)))
     return objects
@@ -80,7 +80,7 @@ def object_from_truth(box, score: float = 1.0, visible: int = 0):
     """A simulator ground-truth box (sim.scene.Box3D, class index into CLASSES) -> Object3D."""
     from perception.v1 import detections_pb2 as d
 
-    return d.Object3D(object_class=proto_class(CLASSES[box.cls]), score=score,
+    return d.Object3D(object_class=proto_class(CLASSES[box.cls]), score=score,  # type: ignore[arg-type]
                       center=d.Vector3(x=float(box.center[0]), y=float(box.center[1]), z=float(box.center[2])),
                       size=d.Vector3(x=float(box.size[0]), y=float(box.size[1]), z=float(box.size[2])),
                       yaw=float(box.yaw), velocity=d.Vector3(x=float(box.velocity[0]), y=float(box.velocity[1])),
@@ -95,7 +95,7 @@ def metric_boxes(objects, frame: int, classes) -> list:
     out = []
     for o in objects:
         name = class_name(o.object_class)
-        if name in wanted:
+        if name is not None and name in wanted:
             out.append(Box(frame, name, np.array([o.center.x, o.center.y, o.center.z]),
                            np.array([o.size.x, o.size.y, o.size.z]), float(o.yaw),
                            np.array([o.velocity.x, o.velocity.y]), float(o.score)))

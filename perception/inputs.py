@@ -56,7 +56,7 @@ def example_inputs(cfg, batch: int, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     images = torch.randint(0, 256, (batch, cfg.num_cameras, cfg.image_height, cfg.image_width, 3),
                            dtype=torch.uint8, generator=g)
-    k_inv, t = calibration_inputs(load_rig(), cfg)
-    k_inv = torch.from_numpy(k_inv).unsqueeze(0).repeat(batch, 1, 1, 1)
-    t = torch.from_numpy(t).unsqueeze(0).repeat(batch, 1, 1, 1)
+    k_np, t_np = calibration_inputs(load_rig(), cfg)
+    k_inv = torch.from_numpy(k_np).unsqueeze(0).repeat(batch, 1, 1, 1)
+    t = torch.from_numpy(t_np).unsqueeze(0).repeat(batch, 1, 1, 1)
     return images, k_inv, t, torch.ones(batch, cfg.num_cameras)

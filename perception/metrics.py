@@ -67,7 +67,7 @@ def match(dets: list[Box], gts: list[Box], threshold: float):
     for j, g in enumerate(gts):
         gt_by_frame.setdefault(g.frame, []).append(j)
     taken = np.zeros(len(gts), bool)
-    results = []
+    results: list[tuple[Box, Box | None, float | None]] = []
     for i in order:
         d = dets[i]
         best, best_dist = None, np.inf

@@ -262,13 +262,13 @@ def _payload_buffer(payload) -> memoryview | bytes:
             # A silent copy would hide a cost and a row_stride mismatch: make the sender decide.
             raise ValueError("payload array must be C-contiguous; send the padded buffer and set "
                              "FrameHeader.row_stride, or pass np.ascontiguousarray(image)")
-        return memoryview(payload).cast("B")
+        return memoryview(payload).cast("B")  # type: ignore[arg-type]  # ndarray has the buffer protocol
     if isinstance(payload, memoryview):
         if not payload.contiguous:
             raise ValueError("payload memoryview must be contiguous")
         return payload
     if isinstance(payload, (bytes, bytearray)):
-        return payload
+        return bytes(payload) if isinstance(payload, bytearray) else payload
     raise TypeError(f"payload must be a numpy array, memoryview or bytes, not {type(payload).__name__}")
 
 
@@ -506,7 +506,7 @@ class Subscriber:
 
     def _read_all(self, sock: zmq.Socket) -> None:
         """Take everything currently queued off the socket, then wake consumers once."""
-        batch = []
+        batch: list[tuple[list[zmq.Frame], int]] = []
         while len(batch) < _MAX_BATCH:     # bounded even if a publisher outpaces us
             try:
                 parts = sock.recv_multipart(zmq.NOBLOCK, copy=False)

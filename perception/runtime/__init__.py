@@ -123,7 +123,7 @@ def create_engine(backend: str, model_dir: str | Path, *, threads: int | None = 
         dev = device or ("cuda" if gpu_present() and name == "torch" else "cpu")
         if name == "inductor":
             options.setdefault("compiled", "upgrade")
-        engine = TorchEngine(model_dir, device=dev, threads=threads, allow_random_init=allow_random_init,
+        engine: Engine = TorchEngine(model_dir, device=dev, threads=threads, allow_random_init=allow_random_init,
                              precision=precision, **options)
     elif name == "onnxruntime":
         from perception.runtime.onnxruntime_backend import OnnxRuntimeEngine

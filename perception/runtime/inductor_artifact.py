@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -48,7 +49,7 @@ _ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "
 class ServedGraph(nn.Module):
     """What the artifact computes: pixels + cached geometry -> the engine's five outputs."""
 
-    def __init__(self, model: nn.Module, geometry_names: tuple[str, ...]):
+    def __init__(self, model: Any, geometry_names: tuple[str, ...]):   # model: BEVViT
         super().__init__()
         self.model = model
         self.geometry_names = geometry_names
@@ -86,7 +87,7 @@ def weights_digest(model: nn.Module, cfg) -> str:
     return h.hexdigest()
 
 
-def example_geometry(model: nn.Module, cfg) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def example_geometry(model: Any, cfg) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Stand-in images and the default rig's geometry, at batch 1: the shapes the artifact serves."""
     from perception.inputs import example_inputs
 

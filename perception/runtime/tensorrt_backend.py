@@ -38,6 +38,7 @@ import re
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -227,7 +228,7 @@ def build_serialized_engine(onnx_path, precision: str, timing_cache: Path | None
     config = builder.create_builder_config()
     if workspace_mb:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
-    stats = {"precision": precision, "tensorrt_version": str(trt.__version__)}
+    stats: dict[str, Any] = {"precision": precision, "tensorrt_version": str(trt.__version__)}
     if precision == "fp32":
         config.clear_flag(trt.BuilderFlag.TF32)
     else:

@@ -75,13 +75,13 @@ class TorchEngine(Engine):
         self.model, self.config = load_model(model_dir, allow_random_init=allow_random_init)
         self.model.to(self.device).eval()
         self.cache_geometry = cache_geometry
-        self._geo_key = None
-        self._geo = None
+        self._geo_key: tuple | None = None
+        self._geo: dict | None = None
         suffix = "" if self.precision == "fp32" and self.device.type == "cpu" else f"-{self.precision}"
         self.name = f"torch-{self.device.type}{suffix}"
         self._compiled = None          # inductor_artifact.CompiledGraph once switched
-        self._pending = None           # (CompiledGraph, reason): loaded, self-checked, waiting for the next call
-        self._watcher = None
+        self._pending: tuple | None = None   # (CompiledGraph, reason): loaded, self-checked, waiting for the next call
+        self._watcher: threading.Thread | None = None
         self._stop = threading.Event()
         self.switches: list[dict] = []  # {"unix_ns", "from", "to", "reason"} per engine switch
         if compiled not in COMPILED_MODES:
@@ -193,7 +193,7 @@ class TorchEngine(Engine):
         return torch.autocast(device_type=self.device.type, dtype=_AUTOCAST_DTYPE[self.precision])
 
     def _geometry(self, k_inv: torch.Tensor, t: torch.Tensor, mask: torch.Tensor, key) -> dict:
-        if key is None or key != self._geo_key:
+        if self._geo is None or key is None or key != self._geo_key:
             self._geo = self.model.geometry(k_inv, t, mask)
             self._geo_key = key
         return self._geo
@@ -234,7 +234,7 @@ class TorchEngine(Engine):
         key = self._calibration_key(inputs["intrinsics_inv"], inputs["ego_from_camera"], inputs["camera_mask"])
         args = [torch.from_numpy(np.ascontiguousarray(inputs[n])).to(self.device, non_blocking=True)
                 for n in INPUT_NAMES]
-        out = self._forward(*args, key=key)
+        out = self._forward(args[0], args[1], args[2], args[3], key=key)
         # CPU: .cpu() is a no-op and .numpy() a view (no copy); CUDA: one device->host copy each
         return {n: out[n].cpu().numpy() for n in OUTPUT_NAMES}
 
@@ -246,7 +246,7 @@ class TorchEngine(Engine):
         key = None
         if self.cache_geometry:
             key = tuple((tuple(a.shape), a.detach().float().cpu().numpy().tobytes()) for a in args[1:])
-        return self._forward(*args, key=key)
+        return self._forward(args[0], args[1], args[2], args[3], key=key)
 
     def close(self) -> None:
         self._stop.set()

@@ -60,7 +60,7 @@ class Box3D:
                 and np.array_equal(self.center, other.center) and np.array_equal(self.size, other.size)
                 and np.array_equal(self.velocity, other.velocity))
 
-    __hash__ = None  # arrays inside: not hashable
+    __hash__ = None  # type: ignore[assignment]  # arrays inside: not hashable
 
     def __repr__(self) -> str:
         c, s, v = self.center, self.size, self.velocity

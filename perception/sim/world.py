@@ -384,7 +384,7 @@ class World:
         boxes = []
         for k in active.tolist():
             size = self._m_size[k]
-            boxes.append(Box3D(cls=self._movers[k].cls, center=(pos[k, 0], pos[k, 1], size[2] / 2), size=size,
+            boxes.append(Box3D(cls=self._movers[k].cls, center=np.array((pos[k, 0], pos[k, 1], size[2] / 2)), size=size,
                                yaw=yaw[k], velocity=vel[k], track_id=k + 1))
         return boxes, active.tolist(), pos, yaw
 
@@ -611,7 +611,7 @@ class World:
         """Vehicles spaced around a loop of the given length: list of (centre coordinate,
         (size, template), class). With count=None, as many as fit with gaps drawn from `gap`;
         the gap from the last vehicle round to the first is at least gap[0]."""
-        out = []
+        out: list = []
         front = 0.0                                  # front bumper of the previous vehicle
         while count is None or len(out) < count:
             cls = TRUCK if rng.random() < self.config.truck_fraction else CAR
