@@ -1,6 +1,6 @@
 """Rig math: rigid transforms, projection into cameras and viewing rays.
 
-Conventions (design notes §2): ego frame x forward, y left, z up (metres); camera frame as
+Conventions: ego frame x forward, y left, z up (metres); camera frame as
 OpenCV (x right, y down, z forward); `T_ego_from_camera` maps camera points to ego points;
 K is in pixels of the image as sent, with pixel centres at integer coordinates (OpenCV).
 """

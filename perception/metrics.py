@@ -1,4 +1,4 @@
-"""nuScenes-style 3D detection metrics (design notes §4), in plain numpy.
+"""nuScenes-style 3D detection metrics, in plain numpy.
 
 Matching is by ground-plane centre distance; AP is averaged over the thresholds
 {0.5, 1, 2, 4} m and counts only recall and precision above 0.1; true-positive errors are

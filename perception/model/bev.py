@@ -1,6 +1,6 @@
 """Cross-view attention from a BEV grid onto the tokens of all cameras, and BEV refinement.
 
-Geometric top-K cross-view attention (design notes §7):
+Geometric top-K cross-view attention:
 
 1. For every BEV cell c (its point at `bev_query_height`) and every token t of every camera n,
    score(c, t) = cos(ray_t, dir(centre_n -> point_c)): 1 when the token's viewing ray passes
@@ -14,7 +14,7 @@ Geometric top-K cross-view attention (design notes §7):
    selected rows per cell.
 4. Relative geometry of each (cell, key) pair f = [key ray, unit direction from the key's camera
    to the cell's point, distance] enters twice. (a) A small MLP of f gives a per-head additive
-   attention bias: a learned geometric prior (design notes §3) that lets a cell prefer the keys
+   attention bias: a learned geometric prior that lets a cell prefer the keys
    whose rays pass through it at the right range, i.e. localise along the ray. The cross
    attention has one layer and its queries are a function of the cell position only, so a
    query-dependent key embedding q.W h(f) would also be a function of (cell, f) alone; the

@@ -8,11 +8,11 @@ Sizes (the budget in the issue: train from scratch on 2 CPU cores in < 45 min, r
 six-camera frame sets/s on 2 cores, ~1-2 GFLOP per frame set, < 1.5 M parameters):
 
 - 72x128 input, 8x8 patches -> 9x16 = 144 tokens per view, 864 over 6 views.
-- dim 128, 4 heads of 32: fp32 matmuls here reach ~240 GFLOP/s at width >= 128 but only
-  ~90 GFLOP/s at width 64, so 128 costs little more wall time than 64 and doubles capacity.
+- dim 128, 4 heads of 32: on a CPU, fp32 matmuls at width 64 run far below the GEMM peak
+  (README, "The model"), so 128 costs little more wall time than 64 and doubles capacity.
 - view_depth 2 with mlp_ratio 4: ~0.8 GFLOP, the largest share. The BEV side works on 1600
   cells (more than the 864 image tokens), so its MLPs use bev_mlp_ratio 2.
-- one geometric top-K cross-attention layer (K = 32 keys per cell, design notes §7). What a CPU
+- one geometric top-K cross-attention layer (K = 32 keys per cell). What a CPU
   pays for is memory traffic per (cell, key) pair (51 200 pairs per frame set), not FLOPs, so
   the pair-wise work is kept narrow: geo_hidden 32 channels for the geometric bias MLP, the raw
   7 geometry features for the value term, content logits from one dense GEMM (+0.35 GFLOP but
@@ -20,9 +20,9 @@ six-camera frame sets/s on 2 cores, ~1-2 GFLOP per frame set, < 1.5 M parameters
 - bev_depth 2 ConvNeXt-style refinement blocks (depthwise 5x5 + pointwise MLP): a 9x9-cell
   (14 m) receptive field for clean heatmap peaks.
 - token_depth: a 2-channel head per token (Laplace mean and scale of log distance) and one
-  log-likelihood per (cell, key) pair: ~0 FLOPs, +8 % training step time (depth.py).
-- Result: 0.83 M parameters, 2.52 GFLOP (weights.flops_per_frameset); measured numbers in
-  vit.py.
+  log-likelihood per (cell, key) pair: ~0 FLOPs (depth.py).
+- Parameter count and FLOPs: weights.count_parameters / weights.flops_per_frameset; measured
+  speed in the README.
 """
 from __future__ import annotations
 

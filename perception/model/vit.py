@@ -13,17 +13,9 @@
       -> CenterHead -> heatmap logits [B, C, Hb, Wb], regression [B, 10, Hb, Wb]
       -> decode in graph (decode.py) -> det_boxes, det_scores, det_labels
 
-Sizes and the budget are explained in config.py. Default config, measured on this 2-core machine
-(torch 2.13 CPU, fp32, 2 threads; `perception bench --threads 2`, backends interleaved; the
-README has the table):
-    parameters                           834 333
-    analytic FLOPs per 6-camera set      2.52 GFLOP (weights.flops_per_frameset)
-    forward, batch 1, Inductor           ~27 ms  (~38 frame sets/s)
-    forward, batch 1, torch eager        ~31 ms  (~32 frame sets/s)
-    forward, batch 1, ONNX Runtime CPU   ~41 ms  (~24 frame sets/s)
-    training step, batch 8 / batch 2     ~0.7–0.83 s / ~0.19 s (fwd + bwd + AdamW, token-depth labels included)
-Calibration-only work (rays, scores, TopK, key geometry: `geometry()`) is ~1/4 of inference;
-it can be cached per (calibration, camera mask).
+Sizes and the budget are explained in config.py; measured speed is in the README and docs/engines.md.
+The calibration-only work (rays, scores, TopK, key geometry) is split out as `geometry()` so a
+runtime can cache it per (calibration, camera mask).
 
 Every op exports to ONNX opset 17 as native TensorRT layers: MatMul/Gemm, Softmax,
 LayerNormalization, Erf (GELU), Relu, Conv, MaxPool, TopK, Gather, GatherElements,

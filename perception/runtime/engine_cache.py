@@ -3,7 +3,7 @@
 A TensorRT engine is only valid for the ONNX it was built from, the TensorRT version that built
 it, the GPU model and compute capability it was tuned on, its precision and its input shapes.
 Loading one built for anything else either fails or silently runs the wrong network; a stale
-engine is the most reported field problem of TensorRT nodes (design notes §3). So:
+engine is a common field problem of TensorRT nodes. So:
 
 - the cache key (EngineKey) holds all of those facts;
 - engines live in engines/<model>/ as <model>.<precision>.<digest>.engine, each with a JSON
