@@ -41,7 +41,8 @@ class ClassResult:
     ap: dict[float, float] = field(default_factory=dict)    # threshold -> AP
     tp_errors: dict[str, float] = field(default_factory=dict)
     num_gt: int = 0
-    pr_curves: dict[float, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)   # threshold -> (recall, precision)
+    # threshold -> (recall, precision)
+    pr_curves: dict[float, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
     @property
     def mean_ap(self) -> float:

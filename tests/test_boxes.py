@@ -21,7 +21,8 @@ def test_a_model_in_another_class_order_still_publishes_the_right_enum():
     outputs = {"det_boxes": np.zeros((1, 2, 9), np.float32), "det_scores": np.array([[0.9, 0.8]], np.float32),
                "det_labels": np.array([[0, 1]])}
     objects = boxes.objects_from_outputs(outputs, values, score_threshold=0.5)
-    assert [o.object_class for o in objects] == [detections_pb2.OBJECT_CLASS_PEDESTRIAN, detections_pb2.OBJECT_CLASS_CAR]
+    assert [o.object_class for o in objects] == [detections_pb2.OBJECT_CLASS_PEDESTRIAN,
+                                                 detections_pb2.OBJECT_CLASS_CAR]
     assert [b.cls for b in boxes.metric_boxes(objects, 0, ("car", "pedestrian"))] == ["pedestrian", "car"]
 
 

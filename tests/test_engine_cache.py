@@ -157,7 +157,8 @@ def _torch_cuda() -> bool:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not _torch_cuda(), reason="needs TensorRT 10 and a CUDA GPU; torch.cuda.is_available() is False here")
+@pytest.mark.skipif(not _torch_cuda(),
+                    reason="needs TensorRT 10 and a CUDA GPU; torch.cuda.is_available() is False here")
 def test_tensorrt_fp32_engine_builds_caches_and_matches_torch(tmp_path):
     pytest.importorskip("tensorrt", reason="TensorRT is not installed (NVIDIA pip index, GPU machines only)")
     import numpy as np

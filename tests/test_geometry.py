@@ -105,4 +105,5 @@ def test_invert_transform():
 
 
 def test_wrap_angle():
-    np.testing.assert_allclose(geometry.wrap_angle([0.0, np.pi, -np.pi, 3 * np.pi / 2]), [0, -np.pi, -np.pi, -np.pi / 2])
+    np.testing.assert_allclose(geometry.wrap_angle([0.0, np.pi, -np.pi, 3 * np.pi / 2]),
+                               [0, -np.pi, -np.pi, -np.pi / 2])

@@ -125,4 +125,5 @@ def test_shipped_weights_find_a_known_nearby_car():
                     torch.ones(1, 6))
     keep = (out["det_scores"][0] > 0.3) & (out["det_labels"][0] == 0)
     dist = np.hypot(*(out["det_boxes"][0, keep, :2].numpy() - nearest).T)
-    assert len(dist) and dist.min() < 1.0, f"nearest car at {nearest}, closest car detection {dist.min() if len(dist) else None} m away"
+    closest = dist.min() if len(dist) else None
+    assert len(dist) and dist.min() < 1.0, f"nearest car at {nearest}, closest car detection {closest} m away"

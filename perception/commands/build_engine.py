@@ -26,7 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=str(DEFAULT_MODEL_DIR), help="model directory")
     p.add_argument("--cache-dir", default=None, help="engine cache directory (default: see above)")
     p.add_argument("--force", action="store_true", help="rebuild even when the cache has a matching artifact")
-    p.add_argument("--dry-run", action="store_true", help="print the key and whether the cache would be used; build nothing")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the key and whether the cache would be used; build nothing")
     p.add_argument("--allow-random-init", action="store_true", help="seeded random weights when the model has none")
     g = p.add_argument_group("inductor")
     g.add_argument("--threads", type=int, default=2, help="CPU threads the engine will run with (part of the key)")

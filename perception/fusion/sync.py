@@ -129,8 +129,9 @@ class ApproximateTimeSync:
         ready: list[FrameSet] = []
         while self._open and now_ns - self._open[0].opened_ns >= self.timeout_ns:
             s = self._open.pop(0)
+            oldest_ns = min((f.stamp_ns for f in s.frames.values()), default=0)
             if len(s.frames) >= self.min_cameras and (self._emitted_stamp_ns is None
-                                                      or min(f.stamp_ns for f in s.frames.values()) >= self._emitted_stamp_ns):
+                                                      or oldest_ns >= self._emitted_stamp_ns):
                 ready.append(self._emit(s, now_ns))
             else:
                 self.stats.dropped += 1

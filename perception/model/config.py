@@ -69,7 +69,8 @@ class ModelConfig:
     # a viewing ray. Needs use_position_embedding (the pair distance is relative geometry).
     token_depth: bool = True
     # ablation switches
-    use_position_embedding: bool = True   # False: no patch position, no ray embedding, no BEV position, no relative geometry on keys
+    # False: no patch position, no ray embedding, no BEV position, no relative geometry on keys
+    use_position_embedding: bool = True
     cross_view: bool = True               # False: each BEV cell sees only the single camera it projects best into
     # secondary sizes (defaults are the budgeted model)
     mlp_ratio: float = 4.0        # view blocks

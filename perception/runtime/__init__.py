@@ -43,7 +43,8 @@ def parse_backend(spec: str) -> tuple[str, str | None]:
     if precision:
         allowed = PRECISIONS.get(name, ())
         if precision not in allowed:
-            raise ValueError(f"backend {name!r} has no precision {precision!r}; choose from {', '.join(allowed) or 'none'}")
+            raise ValueError(f"backend {name!r} has no precision {precision!r}; "
+                             f"choose from {', '.join(allowed) or 'none'}")
     return name, precision or None
 
 

@@ -358,7 +358,8 @@ class TensorRTEngine(Engine):
                 name = engine.get_tensor_name(i)
                 shape = tuple(int(d) for d in engine.get_tensor_shape(name))
                 if any(d < 0 for d in shape):
-                    raise BuildError(f"{path.name}: tensor {name} has a dynamic shape {shape}; export with static shapes")
+                    raise BuildError(f"{path.name}: tensor {name} has a dynamic shape {shape}; "
+                                     "export with static shapes")
                 buf = torch.empty(shape, dtype=_torch_dtype(trt, engine.get_tensor_dtype(name)), device=self.device)
                 if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
                     self._context.set_input_shape(name, shape)
