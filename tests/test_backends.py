@@ -150,8 +150,8 @@ def test_tensorrt_without_tensorrt_says_why(model_dir):
 
 
 def test_fusion_pipeline_runs_with_the_onnxruntime_engine(ort_engine, cfg):
-    from perception.fusion.pipeline import FusionPipeline
     from perception.fusion.bench import make_frameset
+    from perception.fusion.pipeline import FusionPipeline
 
     rig = load_rig()
     rng = np.random.default_rng(0)

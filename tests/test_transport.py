@@ -382,8 +382,7 @@ def test_echo_unknown_topic_lists_known_ones(capsys):
 
 
 def test_default_endpoints_match_the_launch_file():
-    from perception import config
-    from perception import topics
+    from perception import config, topics
 
     assert topics.default_endpoints("detections") == [config.FUSION_ENDPOINT]
     assert topics.default_endpoints("status/fusion") == [config.FUSION_ENDPOINT]

@@ -38,6 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def config_from(args: argparse.Namespace) -> CameraProcessConfig:
+    """The camera process's config from parsed arguments."""
+    return config_from_args(CameraProcessConfig, args)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from perception.logs import setup_logging
@@ -48,7 +53,7 @@ def main(argv=None) -> int:
     from perception.config import ConfigError
     from perception.lifecycle import run_until_stopped
 
-    config = config_from_args(CameraProcessConfig, args)
+    config = config_from(args)
     try:
         reader = CameraReader(config)
     except (ConfigError, SourceError) as e:
