@@ -1,5 +1,6 @@
-"""The `perception` command. Each verb lives in its own module and owns its arguments;
-this file only maps verbs to modules, so `perception --help` stays cheap (no torch import)."""
+"""The `perception` command. Each verb lives in its own module under perception/commands/ and owns
+its arguments; this file only maps verbs to modules, so `perception --help` stays cheap (no torch
+import)."""
 from __future__ import annotations
 
 import importlib
@@ -7,17 +8,17 @@ import sys
 
 # verb -> (module, one-line help). The module's main(argv) parses its own arguments.
 VERBS: dict[str, tuple[str, str]] = {
-    "launch": ("perception.launch", "start the processes of a launch file and watch them (default launch/sim.yaml)"),
-    "camera": ("perception.cameras.process", "run one camera reader: sim, video or images source"),
-    "fuse": ("perception.fusion.node", "run the fusion node: sync cameras, run the model, publish detections"),
-    "echo": ("perception.tools.echo", "print the messages of a topic (--json for one JSON object per line)"),
-    "hz": ("perception.tools.hz", "measure the rate of a topic"),
-    "train": ("perception.train", "train the BEV ViT on the simulated world (checkpoints, resume)"),
-    "eval": ("perception.evaluate", "nuScenes-style metrics of a model on simulated test scenes"),
-    "render": ("perception.sim.cli", "render the simulated world into the rig's cameras (PNG) and time the renderer"),
-    "export": ("perception.runtime.onnx_export", "export the model to ONNX (static shapes, checked against TensorRT's native ops)"),
+    "launch": ("perception.commands.launch", "start the processes of a launch file and watch them (default launch/sim.yaml)"),
+    "camera": ("perception.commands.camera", "run one camera reader: sim, video or images source"),
+    "fuse": ("perception.commands.fuse", "run the fusion node: sync cameras, run the model, publish detections"),
+    "echo": ("perception.commands.echo", "print the messages of a topic (--json for one JSON object per line)"),
+    "hz": ("perception.commands.hz", "measure the rate of a topic"),
+    "train": ("perception.commands.train", "train the BEV ViT on the simulated world (checkpoints, resume)"),
+    "eval": ("perception.commands.eval", "nuScenes-style metrics of a model on simulated test scenes"),
+    "render": ("perception.commands.render", "render the simulated world into the rig's cameras (PNG) and time the renderer"),
+    "export": ("perception.commands.export", "export the model to ONNX (static shapes, checked against TensorRT's native ops)"),
     "build-engine": ("perception.commands.build_engine", "build or reuse the cached compiled engine: Inductor package (CPU) or TensorRT (GPU)"),
-    "bench": ("perception.runtime.bench", "time each engine backend, the fusion step and a resolution sweep (JSON + plot)"),
+    "bench": ("perception.commands.bench", "time each engine backend, the fusion step and a resolution sweep (JSON + plot)"),
 }
 
 

@@ -222,3 +222,47 @@ def parse_rig(data, where: str = "rig") -> RigConfig:
     if dup:
         raise ConfigError(f"{where}: duplicate camera name(s) {sorted(dup)}")
     return RigConfig(name=str(data.get("name", Path(where).stem)), cameras=cameras)
+
+
+# ------------------------------------------------------------------------------------------------
+# The processes' settings. `perception camera` and `perception fuse` build these from their
+# arguments (the commands' argparse defaults come from here); tests and embedders build them
+# directly.
+
+@dataclass(frozen=True)
+class CameraProcessConfig:
+    """One camera reader (perception.cameras.process.CameraReader)."""
+    name: str                                   # camera name in the rig file (e.g. front)
+    rig: str = str(DEFAULT_RIG)                 # rig YAML with this camera's calibration
+    source: str = "sim"                         # sim, video or images
+    uri: str | None = None                      # video file/device/URL/pipeline, or image folder
+    loop: bool = False                          # restart a video or image folder at its end
+    seed: int = 0                               # world seed of the sim source
+    rate: float = 10.0                          # frames per second
+    phase_ms: float | None = None               # capture offset in the period (None: 5 ms x camera index)
+    endpoint: str | None = None                 # endpoint to bind (None: camera_endpoint(index))
+    truth: bool = False                         # also publish the sim's ground truth on sim/truth
+    truth_rate: float = 10.0                    # ground truth at most this often (Hz)
+    count: int | None = None                    # stop after this many frames
+
+
+CAMERA_SOURCES = ("sim", "video", "images")
+
+
+@dataclass(frozen=True)
+class FusionNodeConfig:
+    """The fusion node (perception.fusion.node.FusionNode)."""
+    rig: str = str(DEFAULT_RIG)                 # rig YAML (cameras and calibration)
+    model: str = str(DEFAULT_MODEL_DIR)         # model directory (config.yaml + model.safetensors)
+    backend: str = "auto"                       # engine backend, NAME or NAME:PRECISION
+    threads: int = 2                            # CPU threads for the engine
+    camera_endpoints: tuple[str, ...] | None = None   # None: camera_endpoint(i) for camera i of the rig
+    publish: str = FUSION_ENDPOINT              # endpoint to bind for detections and status
+    max_span_ms: float = 50.0                   # max capture-time spread within a frame set
+    timeout_ms: float = 120.0                   # publish an incomplete set this long after its first frame
+    min_cameras: int = 1                        # never publish a set with fewer cameras
+    score_threshold: float = 0.3                # minimum detection score published
+    stale_ms: float = 500.0                     # camera age above which status reports it STALE
+    online_score: bool = True                   # subscribe to sim/truth and report a live mAP
+    allow_random_init: bool = False             # seeded random weights when the model has none
+    duration: float | None = None               # exit after this many seconds

@@ -12,8 +12,6 @@ with projected boxes, and the BEV with truth and detections).
 """
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import time
 from pathlib import Path
@@ -185,44 +183,3 @@ def format_table(m: dict) -> str:
         lines.append(f"  {_band_label(band):<10} mAP {band['mAP']:.3f}  ({n} truth boxes)  "
                      + "  ".join(f"{c} {ap:.2f}" for c, ap in band["AP"].items()))
     return "\n".join(lines)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="perception eval", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default=str(pcfg.DEFAULT_MODEL_DIR), help="model directory")
-    p.add_argument("--rig", default=str(pcfg.DEFAULT_RIG), help="rig YAML (cameras beyond the model's are an error; fewer are masked)")
-    p.add_argument("--scenes", type=int, default=300, help="number of test scenes")
-    p.add_argument("--seed", type=int, default=0, help="first test scene (sample id 4e9 + seed)")
-    p.add_argument("--backend", default="torch", help="engine backend")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--json", default=None, help="write the metrics here (JSON)")
-    p.add_argument("--plots", default=None, help="folder for pr_curves.png and scene.png (default: beside --json, else out/eval)")
-    p.add_argument("--no-progress", action="store_true")
-    return p
-
-
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    from perception.logs import setup_logging
-
-    setup_logging("INFO")
-    try:
-        metrics, first, rig, model_cfg = run_eval(args.model, args.scenes, args.seed, args.rig, args.backend,
-                                                  args.threads, progress=not args.no_progress)
-    except (pcfg.ConfigError, FileNotFoundError) as e:
-        log.error("%s", e)
-        return 2
-    curves = metrics.pop("_curves")
-    print(format_table(metrics))
-    plots = Path(args.plots) if args.plots else (Path(args.json).parent if args.json else Path("out/eval"))
-    plots.mkdir(parents=True, exist_ok=True)
-    plot_pr(curves, plots / "pr_curves.png", model_cfg.classes)
-    plot_ap_vs_range(metrics["per_range"], plots / "ap_vs_range.png", model_cfg.classes)
-    save_scene_picture(first, rig, plots / "scene.png")
-    log.info("plots: %s, %s, %s", plots / "pr_curves.png", plots / "ap_vs_range.png", plots / "scene.png")
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(metrics, indent=1))
-        log.info("metrics: %s", args.json)
-    return 0

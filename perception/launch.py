@@ -1,4 +1,4 @@
-"""The launcher: `perception launch [FILE]`.
+"""The launcher (run by `perception launch [FILE]`, perception/commands/launch.py).
 
 Starts every process a launch file declares (one process per job, as openpilot's manager
 does), restarts one that dies with exponential backoff, stops all cleanly on Ctrl-C/SIGTERM
@@ -15,7 +15,6 @@ Launch file (YAML):
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import signal
@@ -300,50 +299,3 @@ class Launcher:
                 m.log_file.close()
         if live:
             log.info("stopped %d processes", len(live))
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="perception launch",
-        description="Start the processes of a launch file, restart any that dies (with backoff), stop all on "
-                    "Ctrl-C/SIGTERM, and print a one-line summary per second (detection rate, latency, drops).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("file", nargs="?", default=str(cfg.DEFAULT_LAUNCH), help="launch file")
-    p.add_argument("--arg", action="append", default=[], metavar="NAME=VALUE",
-                   help="set an argument the launch file declares, e.g. camera_rate=20 (repeatable)")
-    p.add_argument("--duration", type=float, default=None, help="stop everything after this many seconds")
-    p.add_argument("--log-dir", default=None, help="where each process's output goes (default out/logs/<name>)")
-    p.add_argument("--quiet", action="store_true", help="no summary lines")
-    p.add_argument("--log-level", default="INFO")
-    return p
-
-
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    from perception.logs import setup_logging
-
-    setup_logging(args.log_level)
-    try:
-        overrides = {}
-        for item in args.arg:
-            name, sep, value = item.partition("=")
-            if not sep or not name:
-                raise cfg.ConfigError(f"--arg {item!r}: expected NAME=VALUE")
-            overrides[name.strip()] = value.strip()
-        launch = load_launch(args.file, overrides)
-    except cfg.ConfigError as e:
-        log.error("%s", e)
-        return 2
-    log_dir = Path(args.log_dir) if args.log_dir else Path("out") / "logs" / launch.name
-    launcher = Launcher(launch, log_dir, quiet=args.quiet)
-
-    def stop(signum, _frame):
-        launcher.stopping = True
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    return launcher.run(args.duration)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -200,7 +200,7 @@ def engine_section(spec: str, model_dir: Path, inputs: dict, reference: dict | N
     if fusion_frames is not None:
         try:
             from perception.fusion.pipeline import FusionPipeline
-            from perception.runtime.bench import make_frameset
+            from perception.fusion.bench import make_frameset
 
             pipe = FusionPipeline(rig, engine, cfg)
             frames, t_ns = fusion_frames
@@ -261,7 +261,7 @@ def main(argv=None) -> int:
     RESULT["inputs"] = {"source": source, "shapes": {k: list(v.shape) for k, v in inputs.items()}}
     fusion_frames = None
     try:
-        from perception.runtime.bench import scene_frames
+        from perception.fusion.bench import scene_frames
 
         fusion_frames = scene_frames(rig)
     except Exception as e:  # noqa: BLE001

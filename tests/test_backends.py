@@ -150,8 +150,8 @@ def test_tensorrt_without_tensorrt_says_why(model_dir):
 
 
 def test_fusion_pipeline_runs_with_the_onnxruntime_engine(ort_engine, cfg):
+    from perception.fusion.bench import make_frameset
     from perception.fusion.pipeline import FusionPipeline
-    from perception.runtime.bench import make_frameset
 
     rig = load_rig()
     rng = np.random.default_rng(0)
@@ -172,7 +172,7 @@ def test_fusion_pipeline_runs_with_the_onnxruntime_engine(ort_engine, cfg):
 
 
 def test_fusion_node_accepts_the_backend_choices():
-    from perception.fusion.node import build_parser
+    from perception.commands.fuse import build_parser
 
     p = build_parser()
     for spec in ("auto", "torch", "inductor", "onnxruntime", "tensorrt", "torch:bf16", "tensorrt:fp32"):

@@ -2,7 +2,7 @@
 names, the range bands cover all the truth, and the plots are written."""
 import json
 
-from perception.evaluate import main
+from perception.commands.eval import main
 
 
 def test_eval_writes_report_and_plots(tmp_path):

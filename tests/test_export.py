@@ -11,6 +11,7 @@ onnx = pytest.importorskip("onnx", reason="the onnx package is not installed (pi
 
 from onnx import TensorProto, helper  # noqa: E402
 
+from perception.commands.export import main  # noqa: E402
 from perception.config import DEFAULT_MODEL_DIR  # noqa: E402
 from perception.runtime.base import INPUT_NAMES, OUTPUT_NAMES  # noqa: E402
 from perception.runtime.onnx_export import (  # noqa: E402
@@ -21,7 +22,6 @@ from perception.runtime.onnx_export import (  # noqa: E402
     check_tensorrt_compatible,
     export_onnx,
     file_sha256,
-    main,
     onnx_status,
     sidecar_path,
 )

@@ -9,7 +9,7 @@ import pytest
 
 from perception import config as cfg
 from perception import topics
-from perception.fusion.node import FusionNode, build_parser
+from perception.fusion.node import FusionNode
 from perception.transport import Publisher, Subscriber
 from perception.v1 import frame_pb2
 
@@ -20,11 +20,10 @@ RIG = cfg.load_rig()
 def node(tmp_path):
     eps = [f"ipc://{tmp_path}/cam{i}" for i in range(len(RIG.cameras))]
     out = f"ipc://{tmp_path}/fusion"
-    args = build_parser().parse_args(["--camera-endpoints", *eps, "--publish", out, "--allow-random-init",
-                                      "--timeout-ms", "1000", "--threads", "1", "--no-online-score",
-                                      "--backend", "torch"])
+    config = cfg.FusionNodeConfig(camera_endpoints=tuple(eps), publish=out, allow_random_init=True, timeout_ms=1000,
+                                  threads=1, online_score=False, backend="torch")
     pubs = [Publisher(ep) for ep in eps]
-    n = FusionNode(args)
+    n = FusionNode(config)
     t = threading.Thread(target=n.run, daemon=True)
     t.start()
     sub = Subscriber(out, ["detections", "status/fusion"])

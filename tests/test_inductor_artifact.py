@@ -121,8 +121,8 @@ def test_a_truncated_package_is_refused_then_rebuilt_and_the_switch_loses_no_fra
     """Serving starts eagerly (the truncated package is never loaded), the background build
     replaces it, and the engine switches between two frame sets: every set gets exactly one
     message, in order, each within the parity bound of the eager model."""
+    from perception.fusion.bench import make_frameset
     from perception.fusion.pipeline import FusionPipeline
-    from perception.runtime.bench import make_frameset
 
     m, cfg = model
     pkg = next(built.glob("*.pt2"))

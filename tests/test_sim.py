@@ -302,7 +302,7 @@ def test_jitter_extrinsics_is_deterministic_and_small():
 def test_cli_writes_mosaic_and_benches(tmp_path, capsys):
     import cv2
 
-    from perception.sim import cli
+    from perception.commands import render as cli
 
     out = tmp_path / "deep" / "frames.png"
     assert cli.main(["--seed", "2", "--time-s", "1700000000.5", "--overlay", "--out", str(out)]) == 0

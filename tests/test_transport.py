@@ -11,7 +11,7 @@ import pytest
 import zmq
 
 from perception import transport
-from perception.tools import echo, hz
+from perception.commands import echo, hz
 from perception.transport import MalformedMessage, Publisher, Subscriber, frame_pixels
 from perception.v1 import detections_pb2, frame_pb2, status_pb2
 
@@ -382,8 +382,7 @@ def test_echo_unknown_topic_lists_known_ones(capsys):
 
 
 def test_default_endpoints_match_the_launch_file():
-    from perception import config
-    from perception.tools import topics
+    from perception import config, topics
 
     assert topics.default_endpoints("detections") == [config.FUSION_ENDPOINT]
     assert topics.default_endpoints("status/fusion") == [config.FUSION_ENDPOINT]

@@ -1,4 +1,4 @@
-"""The fusion node process: `perception fuse`.
+"""The fusion node process (run by `perception fuse`, perception/commands/fuse.py).
 
 Subscribes to every camera of the rig, groups frames into frame sets by capture time,
 runs the model through an engine and publishes Detections, plus NodeStatus about once per
@@ -7,7 +7,6 @@ frames) is counted and logged, never fatal.
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import time
 from pathlib import Path
@@ -17,7 +16,6 @@ from perception import topics
 from perception.fusion.pipeline import CameraFrame, FrameRejected, FusionPipeline
 from perception.fusion.stats import CameraCounters, RateMeter, Rolling
 from perception.fusion.sync import ApproximateTimeSync, TimedFrame
-from perception.lifecycle import run_until_stopped
 from perception.model.weights import CONFIG_FILE
 
 log = logging.getLogger("perception.fuse")
@@ -25,72 +23,35 @@ log = logging.getLogger("perception.fuse")
 STAGES = ("sync_wait", "preprocess", "inference", "postprocess", "total")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="perception fuse",
-        description="Fusion node: subscribe to the rig's cameras, sync frames by capture time, run "
-                    "the multi-view ViT and publish 3D detections (topic 'detections') and node "
-                    "status (topic 'status/fusion', ~1 Hz).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--rig", default=str(cfg.DEFAULT_RIG), help="rig YAML (cameras and calibration)")
-    p.add_argument("--model", default=str(cfg.DEFAULT_MODEL_DIR), help="model directory (config.yaml + model.safetensors)")
-    from perception.runtime import BACKEND_CHOICES
-
-    p.add_argument("--backend", default="auto", choices=BACKEND_CHOICES, metavar="BACKEND",
-                   help="engine backend, NAME or NAME:PRECISION: " + ", ".join(BACKEND_CHOICES) + ". auto: on a GPU "
-                        "TensorRT (fp16) when importable, else ONNX Runtime, else PyTorch; on a CPU inductor (serves "
-                        "eagerly from the first frame set and switches to the compiled artifact once it is built, "
-                        "in a background process, or found in the engine cache), else PyTorch, else ONNX Runtime. "
-                        "Status and every Detections message name what runs (e.g. torch-cpu, torch-cpu-inductor)")
-    p.add_argument("--threads", type=int, default=2, help="CPU threads for the engine")
-    p.add_argument("--camera-endpoints", nargs="*", default=None,
-                   help="endpoints to subscribe to (default: tcp://127.0.0.1:5550+i for camera i of the rig)")
-    p.add_argument("--publish", default=cfg.FUSION_ENDPOINT, help="endpoint to bind for detections and status")
-    p.add_argument("--max-span-ms", type=float, default=50.0, help="max capture-time spread within a frame set")
-    p.add_argument("--timeout-ms", type=float, default=120.0,
-                   help="publish an incomplete set this long after its first frame, missing cameras masked")
-    p.add_argument("--min-cameras", type=int, default=1, help="never publish a set with fewer cameras")
-    p.add_argument("--score-threshold", type=float, default=0.3, help="minimum detection score published")
-    p.add_argument("--stale-ms", type=float, default=500.0, help="camera age above which status reports it STALE")
-    p.add_argument("--no-online-score", action="store_true",
-                   help="do not subscribe to sim/truth (by default, when the simulator publishes ground truth, "
-                        "status carries a live nuScenes-style mAP over the last 100 frame sets)")
-    p.add_argument("--allow-random-init", action="store_true",
-                   help="run with seeded random weights when the model directory has none (smoke tests)")
-    p.add_argument("--duration", type=float, default=None, help="exit after this many seconds")
-    p.add_argument("--log-level", default="INFO")
-    return p
-
-
 class FusionNode:
-    def __init__(self, args: argparse.Namespace):
+    def __init__(self, config: cfg.FusionNodeConfig):
         from perception.model.config import load_model_config
         from perception.runtime import create_engine
         from perception.transport import Publisher, Subscriber
 
-        self.args = args
-        self.rig = cfg.load_rig(args.rig)
+        self.config = config
+        self.rig = cfg.load_rig(config.rig)
         names = self.rig.camera_names
-        model_dir = Path(args.model)
+        model_dir = Path(config.model)
         self.model_cfg = load_model_config(model_dir / CONFIG_FILE)
         if self.model_cfg.num_cameras != len(names):
             raise cfg.ConfigError(f"model {model_dir} expects {self.model_cfg.num_cameras} cameras, "
-                                  f"rig {args.rig} has {len(names)}")
-        self.engine = create_engine(args.backend, model_dir, threads=args.threads,
-                                    allow_random_init=args.allow_random_init)
-        self.pipeline = FusionPipeline(self.rig, self.engine, self.model_cfg, args.score_threshold)
-        self.sync = ApproximateTimeSync(names, int(args.max_span_ms * 1e6), int(args.timeout_ms * 1e6),
-                                        min_cameras=args.min_cameras)
-        endpoints = args.camera_endpoints or [cfg.camera_endpoint(i) for i in range(len(names))]
+                                  f"rig {config.rig} has {len(names)}")
+        self.engine = create_engine(config.backend, model_dir, threads=config.threads,
+                                    allow_random_init=config.allow_random_init)
+        self.pipeline = FusionPipeline(self.rig, self.engine, self.model_cfg, config.score_threshold)
+        self.sync = ApproximateTimeSync(names, int(config.max_span_ms * 1e6), int(config.timeout_ms * 1e6),
+                                        min_cameras=config.min_cameras)
+        endpoints = list(config.camera_endpoints or [cfg.camera_endpoint(i) for i in range(len(names))])
         self.online = None
         wanted = [topics.camera(n) for n in names]
-        if not args.no_online_score:
+        if config.online_score:
             from perception.fusion.online_score import OnlineScore
 
             self.online = OnlineScore(self.model_cfg.classes, self.model_cfg.bev_x_range, self.model_cfg.bev_y_range)
             wanted.append(topics.TRUTH)
         self.sub = Subscriber(endpoints, wanted)
-        self.pub = Publisher(args.publish)
+        self.pub = Publisher(config.publish)
         self.cameras = {n: CameraCounters() for n in names}
         self.rejected: dict[str, int] = {}
         self.stages = {s: Rolling() for s in STAGES}
@@ -101,7 +62,7 @@ class FusionNode:
         self.started_ns = time.time_ns()
         self.running = True
         log.info("fusion node: %d cameras from %s, model %s on %s, publishing on %s",
-                 len(names), ", ".join(endpoints), self.model_cfg.name, self.engine.name, args.publish)
+                 len(names), ", ".join(endpoints), self.model_cfg.name, self.engine.name, config.publish)
 
     # -- input ---------------------------------------------------------------------------
     def _reject(self, camera: str | None, reason: str, detail: str) -> None:
@@ -148,7 +109,7 @@ class FusionNode:
     def run(self) -> int:
         status_period_ns = 1_000_000_000
         next_status = time.time_ns() + status_period_ns
-        end = None if self.args.duration is None else time.time_ns() + int(self.args.duration * 1e9)
+        end = None if self.config.duration is None else time.time_ns() + int(self.config.duration * 1e9)
         while self.running and (end is None or time.time_ns() < end):
             deadline = self.sync.next_deadline_ns()
             wait_ns = min(next_status, deadline if deadline is not None else next_status) - time.time_ns()
@@ -215,7 +176,7 @@ class FusionNode:
         worst = status_pb2.LEVEL_OK
         for name, c in self.cameras.items():
             age = (now - c.last_stamp_ns) / 1e6 if c.last_stamp_ns else float("inf")
-            level = status_pb2.LEVEL_OK if age < self.args.stale_ms else status_pb2.LEVEL_STALE
+            level = status_pb2.LEVEL_OK if age < self.config.stale_ms else status_pb2.LEVEL_STALE
             worst = max(worst, status_pb2.LEVEL_WARN if level != status_pb2.LEVEL_OK else worst)
             msg.cameras.add(camera_name=name, rate_hz=c.rate.rate(now), age_ms=min(age, 1e9), received=c.received,
                             dropped=c.dropped, rejected=c.rejected, level=level)
@@ -240,20 +201,3 @@ class FusionNode:
         self.sub.close()
         self.pub.close()
         self.engine.close()
-
-
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    from perception.logs import setup_logging
-
-    setup_logging(args.log_level)
-    try:
-        node = FusionNode(args)
-    except (cfg.ConfigError, FileNotFoundError, ValueError) as e:
-        log.error("cannot start: %s", e)
-        return 2
-
-    try:
-        return run_until_stopped(node)
-    finally:
-        log.info("fusion node stopped after %d outputs", node.pipeline.outputs_count)

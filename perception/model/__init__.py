@@ -4,7 +4,7 @@ attention onto a BEV grid, CenterPoint head and in-graph decode.
 Files: config.py (ModelConfig, YAML), embed.py (patches, rays, BEV queries), attention.py
 (Mlp/Attention/Block), bev.py (top-K cross-view attention, BEV blocks), head.py, decode.py
 (targets and decode), vit.py (BEVViT), weights.py (safetensors, counts), cpu_tuning.py,
-bench.py (`python -m perception.model.bench`). The model-input contract (names, resize,
+bench.py (`python -m perception.commands.model_bench`). The model-input contract (names, resize,
 calibration inputs, example inputs) is perception/inputs.py.
 
 Feeding the model (fusion node):

@@ -1,56 +1,27 @@
-"""`perception bench`: latency of each engine backend, of the whole fusion step, and of a sweep of
-input resolutions, against this machine's measured matrix-multiply throughput.
-
-    perception bench [--backends torch,onnxruntime] [--threads 2] [--iters 50] [--warmup 5]
-                     [--sweep/--no-sweep] [--model engines/bev_vit] [--json out/bench/bench.json]
-                     [--ort-variants] [--ort-profile]
-
-What it measures, in one process, with warm-up and medians (docs/engines.md has the procedure):
-- peak: fp32 GEMM throughput of torch.mm at 4096x512 @ 512x512 and at the model's own GEMM
-  shapes with --threads threads (median of 20), and bf16 GEMM throughput (what AMX/AVX512-BF16
-  offers in isolation). Per backend, `peak_gflops` and `utilization` come from the same
-  4096x512x512 GEMM timed inside the backends' rounds (below).
-- backends are timed interleaved: each round runs every backend once and the reference GEMM
-  once, so drift in the machine's speed (turbo, noisy neighbours: on the shared reference
-  machine the GEMM peak moved between 229 and 308 GFLOP/s across the day) moves them alike;
-  `utilization` is the median over rounds of achieved / peak in the same round.
-- per backend: engine.infer alone on one frame set (p50, p99, Hz at the median), the model's
-  analytic GFLOP per frame set (perception.model.weights.flops_per_frameset), achieved GFLOP/s
-  and its ratio to the peak; the max abs heatmap difference to torch fp32 on the same inputs; and
-  the whole fusion step, FusionPipeline.process (preprocess from the rig's 320x180 frames +
-  engine + decode to protobuf), p50/p99 and its stage split.
-- the calibration-only part (BEVViT.geometry, cached by the torch backend) and the per-view
-  self-attention blocks alone (torch), so the part that is quadratic in tokens is visible.
-- sweep: seeded random models at 48x80, 72x128, 96x176, 144x256 (patch 8: 60/144/264/576 tokens
-  per view; topk capped at the tokens per view), each eager backend (not TensorRT or Inductor,
-  which would build once per size) and the view blocks alone; a PNG of
-  latency against tokens per view is written beside the JSON.
-- --ort-variants: ONNX Runtime graph optimisation levels, parallel execution / inter-op threads and
-  thread spinning; --ort-profile: ONNX Runtime's per-operator profile (is TopK the bottleneck?).
-
-Untrained (seeded) weights are fine for timing; the JSON records which weights ran and the load
-average before and after, because numbers taken on a busy machine are not comparable.
+"""Timing of the engine backends (`perception bench`, perception/commands/bench.py, has the
+procedure): latencies with warm-up, interleaved rounds against a reference GEMM, the machine's
+GEMM throughput, per-backend timing of one model directory, ONNX Runtime variants and profile,
+the resolution-sweep plot and the results table. The fusion step's timing is on the fusion side
+(perception/fusion/bench.py); callers pass it in, so this module needs nothing of perception.fusion.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from perception.model.weights import CONFIG_FILE, WEIGHTS_FILE
+from perception.model.weights import WEIGHTS_FILE
 
 SWEEP_SIZES = ((48, 80), (72, 128), (96, 176), (144, 256))      # (height, width), patch 8
 
 
-def _say(msg: str) -> None:
+def say_progress(msg: str) -> None:
     print(f"[bench] {msg}", file=sys.stderr, flush=True)
 
 
@@ -158,7 +129,7 @@ def machine_info() -> dict:
     return info
 
 
-def _loadavg():
+def loadavg():
     try:
         return [round(x, 2) for x in os.getloadavg()]
     except OSError:
@@ -166,26 +137,6 @@ def _loadavg():
 
 
 # ---------------------------------------------------------------------------------------------
-def scene_frames(rig, seed: int = 11):
-    """One simulated frame set at the rig's own resolution (320x180 for the default rig)."""
-    from perception.sim import World
-
-    world = World(seed)
-    t_ns = 12_000_000_000
-    scene = world.scene_at(t_ns)
-    from perception.sim import render
-
-    return {cam.name: render(scene, cam) for cam in rig.cameras}, t_ns
-
-
-def make_frameset(rig, frames: dict, t_ns: int):
-    from perception.fusion.pipeline import CameraFrame
-    from perception.fusion.sync import FrameSet, TimedFrame
-
-    timed = {name: TimedFrame(name, 1, t_ns, t_ns, CameraFrame(name, 1, t_ns, px)) for name, px in frames.items()}
-    return FrameSet(frames=timed, missing=[], opened_ns=t_ns, ready_ns=t_ns)
-
-
 def default_backends() -> list[str]:
     from perception.runtime import available_backends, gpu_present
 
@@ -224,12 +175,14 @@ def attention_gflop(cfg) -> float:
     return 2 * cfg.view_depth * cfg.num_cameras * 2 * cfg.tokens_per_view ** 2 * cfg.dim / 1e9
 
 
-def bench_model(model_dir, backends, *, threads, iters, warmup, max_seconds, allow_random_init, rig,
-                frames, t_ns, fusion: bool = True, say=_say) -> tuple[list[dict], dict]:
-    """Time every backend on one model directory -> (per-backend results, model facts)."""
+def bench_model(model_dir, backends, *, threads, iters, warmup, max_seconds, allow_random_init, make_inputs,
+                fusion_step=None, say=say_progress) -> tuple[list[dict], dict]:
+    """Time every backend on one model directory -> (per-backend results, model facts).
+
+    make_inputs(cfg) -> the model inputs (dict of numpy) to time them on; fusion_step(engine, cfg)
+    -> a dict stored as each backend's "fusion_step" (None: no fusion-step timing)."""
     import torch
 
-    from perception.fusion.pipeline import FusionPipeline, Preprocessor
     from perception.model.weights import count_parameters, flops_per_frameset, load_model
     from perception.runtime import create_engine, resolve_backend
     from perception.runtime.parity import compare_outputs
@@ -241,8 +194,7 @@ def bench_model(model_dir, backends, *, threads, iters, warmup, max_seconds, all
              "attention_gflop_per_frameset": round(attention_gflop(cfg), 4), "params": count_parameters(model),
              "weights": WEIGHTS_FILE if (Path(model_dir) / WEIGHTS_FILE).exists() else "random-init (seed 0)"}
     torch.set_num_threads(threads)
-    pre = Preprocessor(rig, cfg.image_width, cfg.image_height)
-    inputs = {k: v.copy() for k, v in pre(frames).items()}
+    inputs = make_inputs(cfg)
     with torch.inference_mode():                  # the reference every backend is compared with
         reference = {k: v.numpy() for k, v in model(*[torch.from_numpy(inputs[n]) for n in
                                                       ("images", "intrinsics_inv", "ego_from_camera",
@@ -289,30 +241,18 @@ def bench_model(model_dir, backends, *, threads, iters, warmup, max_seconds, all
 
     # 3. the whole fusion step per backend
     for engine, r in engines:
-        if fusion:
-            pipe = FusionPipeline(rig, engine, cfg)
-            fs = make_frameset(rig, frames, t_ns)
-            stages = {"preprocess": [], "inference": [], "postprocess": []}
-
-            def step():
-                msg = pipe.process(fs)
-                stages["preprocess"].append(msg.timings.preprocess_ms)
-                stages["inference"].append(msg.timings.inference_ms)
-                stages["postprocess"].append(msg.timings.postprocess_ms)
-
-            f = summarize(latencies_ms(step, iters, warmup, max_seconds))
-            f.update({f"{k}_ms_p50": round(float(np.median(v[warmup:] or v)), 3) for k, v in stages.items()})
-            r["fusion_step"] = f
+        if fusion_step is not None:
+            r["fusion_step"] = fusion_step(engine, cfg)
         say(f"  {engine.name:18s} engine {r['latency_ms_p50']:7.2f} ms p50 {r['latency_ms_p99']:7.2f} ms p99 "
             f"({r['hz_median']:.1f} Hz, {r['achieved_gflops']:.0f} GFLOP/s, {r['utilization']:.1%} of the GEMM peak "
             f"timed in the same rounds)"
-            + (f" | fusion step {r['fusion_step']['latency_ms_p50']:.2f} ms" if fusion else "")
+            + (f" | fusion step {r['fusion_step']['latency_ms_p50']:.2f} ms" if "fusion_step" in r else "")
             + f" | heatmap diff {r['vs_torch_fp32']['heatmap_max_abs_diff']:.1e}")
         engine.close()
     return results, facts
 
 
-def ort_variants(model_dir, inputs, *, threads, iters, warmup, max_seconds, allow_random_init, say=_say) -> list:
+def ort_variants(model_dir, inputs, *, threads, iters, warmup, max_seconds, allow_random_init, say=say_progress) -> list:
     from perception.runtime.onnxruntime_backend import OnnxRuntimeEngine
 
     variants = [
@@ -336,7 +276,7 @@ def ort_variants(model_dir, inputs, *, threads, iters, warmup, max_seconds, allo
     return out
 
 
-def ort_profile(model_dir, inputs, out_dir: Path, *, threads, iters, allow_random_init, say=_say) -> dict:
+def ort_profile(model_dir, inputs, out_dir: Path, *, threads, iters, allow_random_init, say=say_progress) -> dict:
     """Per-operator-type share of ONNX Runtime's time (its profiler, `iters` runs)."""
     from perception.runtime.onnxruntime_backend import OnnxRuntimeEngine
 
@@ -401,121 +341,6 @@ def plot_sweep(sweep: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-# ---------------------------------------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
-    from perception.config import DEFAULT_MODEL_DIR, DEFAULT_RIG
-
-    p = argparse.ArgumentParser(prog="perception bench", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--backends", default=None,
-                   help="comma-separated backend specs (torch, torch:bf16, onnxruntime, tensorrt:fp16, ...); "
-                        "default: all available here")
-    p.add_argument("--threads", type=int, default=2, help="CPU threads (torch intra-op, ONNX Runtime intra-op, GEMM)")
-    p.add_argument("--iters", type=int, default=50, help="timed iterations per measurement")
-    p.add_argument("--warmup", type=int, default=5, help="untimed iterations first")
-    p.add_argument("--max-seconds", type=float, default=None,
-                   help="stop a measurement after this long (keeps >= 3 samples); for smoke runs")
-    p.add_argument("--sweep", action=argparse.BooleanOptionalAction, default=True,
-                   help="also time seeded models at 48x80, 72x128, 96x176, 144x256")
-    p.add_argument("--sweep-iters", type=int, default=None, help="iterations per sweep point (default: iters/2)")
-    p.add_argument("--fusion", action=argparse.BooleanOptionalAction, default=True, help="time FusionPipeline.process too")
-    p.add_argument("--ort-variants", action="store_true", help="time ONNX Runtime session-option variants")
-    p.add_argument("--ort-profile", action="store_true", help="ONNX Runtime per-operator profile")
-    p.add_argument("--model", default=str(DEFAULT_MODEL_DIR), help="model directory")
-    p.add_argument("--rig", default=str(DEFAULT_RIG))
-    p.add_argument("--json", default="out/bench/bench.json", help="results file; the plot goes beside it (.png)")
-    return p
-
-
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    import torch
-
-    from perception.config import load_rig
-    from perception.model.config import load_model_config, replace_config, save_model_config
-    from perception.model.cpu_tuning import tune_cpu_allocator
-
-    tune_cpu_allocator()
-    torch.set_num_threads(args.threads)
-    backends = [b.strip() for b in args.backends.split(",")] if args.backends else default_backends()
-    out_path = Path(args.json)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    allow_random = not (Path(args.model) / WEIGHTS_FILE).exists()
-    if allow_random:
-        _say(f"{args.model} has no model.safetensors: timing seeded random weights (timing does not depend on them)")
-    t_start = time.time()
-    result = {"meta": {**machine_info(), "threads": args.threads, "iters": args.iters, "warmup": args.warmup,
-                       "backends": backends, "loadavg_start": _loadavg(), "started_unix": int(t_start)}}
-    _say(f"backends {backends}, {args.threads} threads, {args.iters} iters after {args.warmup} warm-up; "
-         f"load average {result['meta']['loadavg_start']}")
-
-    rig = load_rig(args.rig)
-    frames, t_ns = scene_frames(rig)
-    cfg = load_model_config(Path(args.model) / CONFIG_FILE)
-    _say("GEMM throughput ...")
-    peak = gemm_throughput(args.threads, cfg)
-    result["peak"] = peak
-    _say(f"  fp32 GEMM peak {peak['peak_gflops']:.0f} GFLOP/s, bf16 {peak['bf16_gflops'][REFERENCE_LABEL]:.0f} "
-         f"GFLOP/s ({REFERENCE_LABEL}, {args.threads} threads)")
-
-    _say(f"model {args.model}")
-    per_backend, facts = bench_model(args.model, backends, threads=args.threads, iters=args.iters, warmup=args.warmup,
-                                     max_seconds=args.max_seconds, allow_random_init=allow_random, rig=rig,
-                                     frames=frames, t_ns=t_ns, fusion=args.fusion)
-    result["model"] = facts
-    result["backends"] = per_backend
-
-    if args.ort_variants or args.ort_profile:
-        from perception.fusion.pipeline import Preprocessor
-
-        pre = Preprocessor(rig, cfg.image_width, cfg.image_height)
-        inputs = {k: v.copy() for k, v in pre(frames).items()}
-        if args.ort_variants:
-            _say("ONNX Runtime session variants ...")
-            result["ort_variants"] = ort_variants(args.model, inputs, threads=args.threads, iters=args.iters,
-                                                  warmup=args.warmup, max_seconds=args.max_seconds,
-                                                  allow_random_init=allow_random)
-        if args.ort_profile:
-            _say("ONNX Runtime profile ...")
-            result["ort_profile"] = ort_profile(args.model, inputs, out_path.parent / "ort_profile",
-                                                threads=args.threads, iters=max(10, args.iters // 2),
-                                                allow_random_init=allow_random)
-
-    if args.sweep:
-        sweep = []
-        iters = args.sweep_iters or max(5, args.iters // 2)
-        # TensorRT and Inductor would build/compile once per resolution: the sweep shows how cost
-        # grows with tokens, which the eager backends show as well
-        sweep_backends = [b for b in backends if not b.startswith(("tensorrt", "inductor"))] or backends
-        with tempfile.TemporaryDirectory(prefix="perception-sweep-") as tmp:
-            for h, w in SWEEP_SIZES:
-                tokens = (h // cfg.patch_size) * (w // cfg.patch_size)
-                scfg = replace_config(cfg, image_height=h, image_width=w, topk=min(cfg.topk, tokens))
-                d = Path(tmp) / f"{scfg.name}_{h}x{w}"
-                save_model_config(scfg, d / CONFIG_FILE)
-                _say(f"sweep {h}x{w} ...")
-                res, f = bench_model(d, sweep_backends, threads=args.threads, iters=iters, warmup=min(args.warmup, 3),
-                                     max_seconds=args.max_seconds, allow_random_init=True, rig=rig, frames=frames,
-                                     t_ns=t_ns, fusion=False)
-                f["backends"] = {r.get("name", r["backend"]): {k: r[k] for k in ("latency_ms_p50", "latency_ms_p99",
-                                                                                 "hz_median", "achieved_gflops")
-                                                               if k in r} for r in res}
-                f.pop("model_dir")
-                sweep.append(f)
-        result["sweep"] = sweep
-        png = out_path.with_suffix(".png")
-        plot_sweep(sweep, png)
-        result["plot"] = str(png)
-        _say(f"plot {png}")
-
-    result["meta"]["loadavg_end"] = _loadavg()
-    result["meta"]["seconds"] = round(time.time() - t_start, 1)
-    out_path.write_text(json.dumps(result, indent=1) + "\n")
-    _say(f"wrote {out_path} in {result['meta']['seconds']} s")
-    print(format_table(result))
-    return 0
-
-
 def format_table(result: dict) -> str:
     lines = [f"{'backend':20s} {'p50 ms':>8s} {'p99 ms':>8s} {'Hz':>7s} {'GFLOP/s':>8s} {'util':>6s} "
              f"{'fusion p50':>10s} {'heat diff':>9s}"]
@@ -540,6 +365,3 @@ def format_table(result: dict) -> str:
                      f"{s['view_blocks_ms_p50']:.1f} ms | {cells} ms")
     return "\n".join(lines)
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -389,3 +389,31 @@ def _draw_solids(img, view, scene, haze, hd, ids=None) -> None:
             fill(img, pts, col_list[n], cv2.LINE_AA, _SHIFT)
         if ids is not None:
             fill(ids, pts, id_list[n], cv2.LINE_8, _SHIFT)
+
+
+def time_rendering(world, rig, t0_ns: int, n: int) -> dict:
+    """Time world.scene_at + render_rig for n frame sets at successive times (50 ms apart) on one
+    thread, after one warm-up set -> milliseconds per frame set (`perception render --bench`)."""
+    import time
+
+    cv2.setNumThreads(1)
+    try:  # torch is not used here, but a caller may have imported it
+        import torch
+
+        torch.set_num_threads(1)
+    except Exception:
+        pass
+    render_rig(world.scene_at(t0_ns), rig)     # warm-up: sky gradients are cached per camera
+    scene_ms, total_ms = [], []
+    for k in range(n):
+        t = t0_ns + (k + 1) * 50_000_000
+        a = time.perf_counter()
+        scene = world.scene_at(t)
+        b = time.perf_counter()
+        render_rig(scene, rig)
+        c = time.perf_counter()
+        scene_ms.append((b - a) * 1e3)
+        total_ms.append((c - a) * 1e3)
+    return {"frame_sets": n, "total_ms": total_ms, "scene_ms": scene_ms,
+            "median_ms": float(np.median(total_ms)), "p90_ms": float(np.percentile(total_ms, 90)),
+            "scene_median_ms": float(np.median(scene_ms))}

@@ -7,7 +7,8 @@ import statistics
 import sys
 import time
 
-from perception.tools import topics as topic_tools
+from perception import topics
+from perception.commands._args import add_endpoint_args, quiet_broken_pipe
 
 EPILOG = """\
 Once per second it prints the average rate over the last --window inter-arrival periods and
@@ -25,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="perception hz", description=__doc__.split(": ", 1)[1],
                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("topic", metavar="TOPIC", help="topic name, e.g. detections, camera/front")
-    topic_tools.add_endpoint_args(p)
+    add_endpoint_args(p)
     p.add_argument("--window", "-w", type=int, default=10000, metavar="N",
                    help="number of inter-arrival periods the statistics use (default: %(default)s)")
     p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds (default: run until Ctrl-C)")
@@ -71,8 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         print("perception hz: --window must be >= 1", file=sys.stderr)
         return 2
     try:
-        endpoints = topic_tools.resolve_endpoints(args.topic, args.endpoint, args.rig)
-    except (topic_tools.UnknownTopic, ValueError) as e:
+        endpoints = topics.resolve_endpoints(args.topic, args.endpoint, args.rig)
+    except (topics.UnknownTopic, ValueError) as e:
         print(f"perception hz: {e}", file=sys.stderr)
         return 2
 
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 0
     except BrokenPipeError:
-        topic_tools.quiet_broken_pipe()
+        quiet_broken_pipe()
         return 0
     finally:
         sub.close()

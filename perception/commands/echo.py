@@ -7,7 +7,8 @@ import sys
 
 from google.protobuf import json_format, text_format
 
-from perception.tools import topics as topic_tools
+from perception import topics
+from perception.commands._args import add_endpoint_args, quiet_broken_pipe
 
 EPILOG = """\
 examples:
@@ -26,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("topic", metavar="TOPIC",
                    help='topic name, e.g. detections, status/fusion, camera/front, sim/truth; '
                         'a trailing "*" matches a prefix ("camera/*")')
-    topic_tools.add_endpoint_args(p)
+    add_endpoint_args(p)
     p.add_argument("--json", action="store_true",
                    help='one compact JSON object per line (protobuf JSON mapping, proto field names) '
                         'plus "topic" and, when there is a payload, "payload_bytes"')
@@ -58,8 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         print("perception echo: --count must be >= 1", file=sys.stderr)
         return 2
     try:
-        endpoints = topic_tools.resolve_endpoints(args.topic, args.endpoint, args.rig)
-    except (topic_tools.UnknownTopic, ValueError) as e:
+        endpoints = topics.resolve_endpoints(args.topic, args.endpoint, args.rig)
+    except (topics.UnknownTopic, ValueError) as e:
         print(f"perception echo: {e}", file=sys.stderr)
         return 2
 
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 0
     except BrokenPipeError:
-        topic_tools.quiet_broken_pipe()
+        quiet_broken_pipe()
         return 0
     finally:
         sub.close()
