@@ -199,8 +199,8 @@ def engine_section(spec: str, model_dir: Path, inputs: dict, reference: dict | N
         out["on_device"] = latencies(lambda: engine.infer_torch(dev), iters, warmup, max_s, sync=torch.cuda.synchronize)
     if fusion_frames is not None:
         try:
-            from perception.fusion.pipeline import FusionPipeline
             from perception.fusion.bench import make_frameset
+            from perception.fusion.pipeline import FusionPipeline
 
             pipe = FusionPipeline(rig, engine, cfg)
             frames, t_ns = fusion_frames

@@ -118,7 +118,8 @@ class FusionNode:
             ready = []
             for rx in received:
                 if rx.topic == topics.TRUTH:
-                    self.online.add_truth(rx.msg)
+                    if self.online is not None:
+                        self.online.add_truth(rx.msg)
                     continue
                 frame = self._accept(rx, now)
                 if frame is not None:

@@ -13,6 +13,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -75,7 +76,7 @@ def gemm_throughput(threads: int, cfg=None, reps: int = 20) -> dict:
         shapes[f"mlp {S}x{D}@{D}x{int(D * cfg.mlp_ratio)}"] = (S, D, int(D * cfg.mlp_ratio))
         Q = cfg.num_bev_queries
         shapes[f"bev mlp {Q}x{D}@{D}x{int(D * cfg.bev_mlp_ratio)}"] = (Q, D, int(D * cfg.bev_mlp_ratio))
-    out = {"threads": threads, "fp32_gflops": {}, "bf16_gflops": {}}
+    out: dict[str, Any] = {"threads": threads, "fp32_gflops": {}, "bf16_gflops": {}}
     g = torch.Generator().manual_seed(0)
     for label, (m, k, n) in shapes.items():
         a = torch.randn(m, k, generator=g)
@@ -99,7 +100,8 @@ def _reference_gemm():
 
 
 def machine_info() -> dict:
-    info = {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count()}
+    info: dict[str, Any] = {"platform": platform.platform(), "python": platform.python_version(),
+                            "cpu_count": os.cpu_count()}
     try:
         text = Path("/proc/cpuinfo").read_text()
         for line in text.splitlines():
@@ -255,7 +257,7 @@ def bench_model(model_dir, backends, *, threads, iters, warmup, max_seconds, all
 def ort_variants(model_dir, inputs, *, threads, iters, warmup, max_seconds, allow_random_init, say=say_progress) -> list:
     from perception.runtime.onnxruntime_backend import OnnxRuntimeEngine
 
-    variants = [
+    variants: list[dict[str, Any]] = [
         {"graph_optimization": "basic"}, {"graph_optimization": "extended"}, {"graph_optimization": "all"},
         {"graph_optimization": "all", "allow_spinning": True},
         {"graph_optimization": "all", "execution_mode": "parallel", "inter_op_threads": 2},
@@ -285,6 +287,8 @@ def ort_profile(model_dir, inputs, out_dir: Path, *, threads, iters, allow_rando
     for _ in range(iters):
         e.infer(inputs)
     path = e.end_profiling()
+    if path is None:
+        raise RuntimeError("ONNX Runtime wrote no profile")
     events = json.loads(Path(path).read_text())
     by_op: dict[str, float] = {}
     for ev in events:

@@ -284,7 +284,7 @@ def fold_constants(model, max_elements: int = FOLD_MAX_ELEMENTS) -> int:
 def remove_identities_and_dead_nodes(model) -> None:
     graph = model.graph
     outputs = {o.name for o in graph.output}
-    rename = {}
+    rename: dict[str, str] = {}
     kept = []
     for node in graph.node:
         for k, i in enumerate(node.input):
