@@ -103,6 +103,10 @@ class BEVViT(nn.Module):
                 if cfg.geometric_prior > 0:
                     # 1 - cos in [0, 2] for valid keys; masked keys are clamped (and masked anyway)
                     geo["key_angle"] = torch.clamp(1.0 - top, max=2.0)               # [B, Q, K]
+        if cfg.use_position_embedding:
+            # pixel-independent logit terms (geometry MLP bias, angular prior), [B, H, Q, K]; in the
+            # autocast dtype like the rest of the attention logits
+            geo["logit_bias"] = self.cross.attn.logit_bias(geo["key_geo"], geo.get("key_angle"))
         return geo
 
     def forward_features(self, images: Tensor, geo: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -129,7 +133,7 @@ class BEVViT(nn.Module):
             key_depth = depth_log_likelihood(known, geo["index"], geo["key_geo"][6] * 10.0)  # [B, Q, K]
         bev = self.cross(self.bev_query(), tokens, geo["token_mask"], geo["index"],
                          geo["key_valid"], geo.get("key_geo"), geo.get("key_angle"),
-                         key_depth)                                          # [B, Q, D]
+                         key_depth, geo.get("logit_bias"))                   # [B, Q, D]
         for blk in self.bev_blocks:
             bev = blk(bev)
         out["heatmap_logits"], out["regression"] = self.head(bev)
