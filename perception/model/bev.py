@@ -251,6 +251,8 @@ def key_geometry(points: Tensor, rays: Tensor, centres: Tensor, index: Tensor) -
 
 
 class GeometricCrossAttention(nn.Module):
+    head_mask: Tensor        # [H, D] buffer
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         D, H = cfg.dim, cfg.heads
@@ -281,7 +283,7 @@ class GeometricCrossAttention(nn.Module):
         geometry MLP's per-head bias minus tau * (1 - cos) -> [B, H, Q, K], or None when the
         model has neither. BEVViT.geometry computes it once per calibration (`logit_bias`)."""
         bias = None
-        if self.use_geometry:
+        if self.use_geometry and key_geo is not None:
             _, B, Q, K = key_geo.shape
             H = self.heads
             f = key_geo.reshape(GEO_FEATURES, B * Q * K)
@@ -302,7 +304,7 @@ class GeometricCrossAttention(nn.Module):
         # key_geo [7, B, Q, K] or None; key_angle, key_depth [B, Q, K] or None;
         # logit_bias [B, H, Q, K]: self.logit_bias(key_geo, key_angle) cached, or None
         B, S, D = tokens.shape
-        Q, K = index.shape[1], index.shape[2]
+        Q = index.shape[1]
         H, hd = self.heads, self.head_dim
 
         q = self.q(query) * self.scale                                      # [Bq, Q, D]
@@ -325,7 +327,7 @@ class GeometricCrossAttention(nn.Module):
         attn = logits.softmax(dim=-1)                                       # [B, H, Q, K]
 
         out = attend_selected(attn, v, index, self.head_mask)              # [B, Q, D]
-        if self.use_geometry:
+        if self.use_geometry and key_geo is not None:
             # where the attended rays pass relative to the cell (head-averaged attention)
             a_mean = attn.mean(dim=1)                                       # [B, Q, K]
             f_att = (key_geo * a_mean).sum(dim=-1)                          # [7, B, Q]

@@ -56,6 +56,8 @@ class PatchEmbed(nn.Module):
     down to the patch grid, then a 1x1 projection to dim (Conv/Relu), so every token still
     stands for exactly one patch, with a local inductive bias that trains much faster."""
 
+    proj: nn.Conv2d | nn.Linear
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.P = cfg.patch_size
@@ -109,6 +111,8 @@ class BEVQueryEmbed(nn.Module):
     """Initial BEV queries [1, Q, D]: an MLP of Fourier features of each cell's ground position
     (smooth across cells, so neighbouring cells learn together), or - without position
     embedding - one learned vector shared by every cell."""
+
+    feats: Tensor            # [Q, F] buffer (with position embedding)
 
     def __init__(self, cfg: ModelConfig, cells_xy_normalised: Tensor, hidden: int = 64, bands: int = 4):
         super().__init__()

@@ -36,6 +36,13 @@ from perception.model.head import CenterHead
 
 
 class BEVViT(nn.Module):
+    # non-persistent buffers, declared for type checkers (nn.Module.__getattr__ is untyped)
+    patch_pixels: Tensor     # [T, 3]
+    bev_points: Tensor       # [Q, 3]
+    eye3: Tensor
+    eye4: Tensor
+    eye_cams: Tensor
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
@@ -106,7 +113,9 @@ class BEVViT(nn.Module):
         if cfg.use_position_embedding:
             # pixel-independent logit terms (geometry MLP bias, angular prior), [B, H, Q, K]; in the
             # autocast dtype like the rest of the attention logits
-            geo["logit_bias"] = self.cross.attn.logit_bias(geo["key_geo"], geo.get("key_angle"))
+            bias = self.cross.attn.logit_bias(geo["key_geo"], geo.get("key_angle"))
+            if bias is not None:
+                geo["logit_bias"] = bias
         return geo
 
     def forward_features(self, images: Tensor, geo: dict[str, Tensor]) -> dict[str, Tensor]:

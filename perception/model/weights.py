@@ -88,12 +88,17 @@ def _num_tokens(cfg: ModelConfig) -> int:
 
 
 def flops_per_frameset(cfg: ModelConfig) -> int:
-    """Analytic FLOPs (2 x multiply-adds) of one forward pass on one frame set (batch 1).
+    """Analytic FLOPs (2 x multiply-adds) of one forward pass on one frame set (batch 1): the
+    work the model needs, which `perception bench` divides by the time to get a share of the
+    GEMM peak.
 
     Counts every matrix product: linear layers, attention score and value products, the
-    depthwise convs, the geometric score (cosine) matmul and the relative-geometry MLP.
-    Does not count elementwise ops, normalisations, softmax, GELU, TopK/Gather or decode
-    (memory-bound, a few % of the time on a CPU but not FLOPs in the usual sense).
+    depthwise convs, the geometric score (cosine) matmul and the relative-geometry MLP (the last
+    two are calibration-only work that a runtime may cache, counted anyway). Cross-view content
+    logits and values count only the K selected keys per cell: a backend that computes the
+    dense [Q, N*T] product (the ONNX graph does) spends more than this, and that extra shows as
+    a lower share. Does not count elementwise ops, normalisations, softmax, GELU, TopK/Gather or
+    decode (memory-bound, not FLOPs in the usual sense).
     """
     N, T, D, P, H = cfg.num_cameras, cfg.tokens_per_view, cfg.dim, cfg.patch_size, cfg.heads
     Q, K, G, C = cfg.num_bev_queries, cfg.topk, cfg.geo_hidden, cfg.num_classes
@@ -118,10 +123,10 @@ def flops_per_frameset(cfg: ModelConfig) -> int:
                                   + 2 * T * T * D)                    # q k^T and attn v
     macs += N * Q * N * T * 3                                         # geometric scores (block-diagonal)
     macs += Q * D * D + N * T * 2 * D * D + Q * D * D                 # q, kv, out projections
-    macs += Q * _num_tokens(cfg) * D                                  # q k^T against all tokens (dense)
+    macs += Q * K * D                                                 # q k^T: the K selected keys per cell
     if cfg.token_depth:
         macs += _num_tokens(cfg) * D * 2                              # token depth head (pairs: elementwise)
-    macs += Q * K * D * H                                             # attn v: [H, K] @ [K, D] per cell
+    macs += Q * K * D                                                 # attn v: per head [K] @ [K, D / H] per cell
     if pos:
         macs += Q * K * 7 * G + Q * K * G * H                         # geometric attention bias MLP
         macs += Q * K * 7 + Q * 7 * D                                 # attended geometry -> value
