@@ -151,7 +151,14 @@ class OnnxRuntimeEngine(Engine):
         return self._geo
 
     def end_profiling(self) -> str | None:
-        """Stop ORT's profiler and return the JSON file it wrote (None when profiling is off)."""
+        """Stop ORT's profiler and return the JSON file it wrote (None when profiling is off). With
+        split graphs that is the features session's (what runs every frame); the geometry
+        session's profile is written beside it."""
+        if self.geometry_session is not None:
+            try:
+                self.geometry_session.end_profiling()
+            except Exception:
+                pass
         try:
             path = self.session.end_profiling()
         except Exception:
