@@ -48,10 +48,12 @@ def torch_engine(model_dir):
 
 @pytest.fixture(scope="module")
 def ort_engine(model_dir):
-    # the ONNX does not exist yet: the backend exports it on first use
-    assert not (model_dir / "bev_vit.onnx").exists()
+    # the ONNX does not exist yet: the backend exports its split geometry/features pair on first use
+    names = ("bev_vit.geometry.onnx", "bev_vit.features.onnx")
+    assert not any((model_dir / n).exists() for n in names)
     engine = create_engine("onnxruntime", model_dir, threads=1, device="cpu")
-    assert (model_dir / "bev_vit.onnx").exists() and (model_dir / "bev_vit.onnx.json").exists()
+    assert all((model_dir / n).exists() and (model_dir / f"{n}.json").exists() for n in names)
+    assert engine.options["split"]
     return engine
 
 

@@ -1,7 +1,11 @@
 """`perception export`: the BEV ViT as a static-shape ONNX graph that TensorRT parses natively
 (perception/runtime/onnx_export.py says what the graph is and how it is checked).
 
-    perception export [--model engines/bev_vit] [--output FILE] [--batch 1] [--opset 17]
+    perception export [--model engines/bev_vit] [--output FILE] [--batch 1] [--opset 17] [--no-split]
+
+Beside FILE it writes the split pair that the ONNX Runtime backend runs (FILE's stem +
+.geometry.onnx: calibration -> geometry tensors, + .features.onnx: images + geometry tensors ->
+outputs), each with its sidecar; --no-split writes FILE alone. TensorRT uses FILE.
 """
 from __future__ import annotations
 
@@ -24,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default=None, help="ONNX file (default: <model>/<model name>.onnx)")
     p.add_argument("--batch", type=int, default=1, help="static batch size of the graph")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET)
+    p.add_argument("--no-split", action="store_true",
+                   help="do not write the split geometry/features pair beside FILE (the ONNX Runtime backend's graphs)")
     p.add_argument("--force", action="store_true", help="export even when the existing file is up to date")
     p.add_argument("--allow-random-init", action="store_true",
                    help="export seeded random weights when the model directory has none (testing)")
@@ -37,10 +43,31 @@ def main(argv=None) -> int:
 
     setup_logging(args.log_level)
     from perception.config import ConfigError
-    from perception.runtime.onnx_export import ExportError, default_onnx_path, export_onnx, onnx_status, sidecar_path
+    from perception.runtime.onnx_export import (
+        ExportError,
+        default_onnx_path,
+        export_onnx,
+        export_split_onnx,
+        onnx_status,
+        sidecar_path,
+        split_onnx_paths,
+        split_status,
+    )
 
     output = Path(args.output) if args.output else default_onnx_path(args.model)
     try:
+        if not args.no_split:
+            split_fresh, _ = split_status(output, args.model, batch=args.batch, opset=args.opset)
+            if split_fresh and not args.force:
+                print(f"{', '.join(p.name for p in split_onnx_paths(output))}: up to date")
+            else:
+                geo, feat = export_split_onnx(args.model, output, batch=args.batch, opset=args.opset,
+                                              allow_random_init=args.allow_random_init)
+                v = feat.sidecar.get("verified_vs_torch")
+                diff = f", ONNX Runtime vs PyTorch heatmap max |diff| {v['heatmap_max_abs_diff']:.2e}" \
+                    if isinstance(v, dict) else ""
+                print(f"wrote {geo.path.name} and {feat.path.name} (geometry: {', '.join(geo.sidecar['geometry_names'])}) "
+                      f"in {geo.seconds:.1f} s{diff}")
         fresh, reason = onnx_status(output, args.model, batch=args.batch, opset=args.opset)
         if fresh and not args.force:
             print(f"{output}: up to date (use --force to export again)")

@@ -26,6 +26,17 @@ class Engine(ABC):
         """Release resources (GPU memory, sessions). Safe to call twice."""
 
 
+#: the inputs the calibration-only geometry (BEVViT.geometry) depends on, in its argument order
+GEOMETRY_INPUT_NAMES = ("intrinsics_inv", "ego_from_camera", "camera_mask")
+
+
+def calibration_key(k_inv: np.ndarray, t: np.ndarray, mask: np.ndarray) -> tuple:
+    """A hashable key of the calibration and camera mask (shapes and exact bytes): backends that
+    cache the geometry recompute it only when this key changes."""
+    return tuple((a.shape, a.tobytes()) for a in (np.ascontiguousarray(k_inv), np.ascontiguousarray(t),
+                                                   np.ascontiguousarray(mask)))
+
+
 def check_inputs(inputs: dict[str, np.ndarray]) -> None:
     """Clear errors for wrong names, dtypes or inconsistent shapes before any backend sees them."""
     missing = [n for n in INPUT_NAMES if n not in inputs]

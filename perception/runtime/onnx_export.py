@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from perception.model.weights import CONFIG_FILE, WEIGHTS_FILE
-from perception.runtime.base import INPUT_NAMES, OUTPUT_NAMES
+from perception.runtime.base import GEOMETRY_INPUT_NAMES, INPUT_NAMES, OUTPUT_NAMES
 from perception.runtime.engine_cache import atomic_write
 
 log = logging.getLogger(__name__)
@@ -441,8 +441,6 @@ def export_onnx(model_dir, output=None, *, batch: int = 1, opset: int = DEFAULT_
     """Export model_dir to ONNX (static shapes), post-process it for TensorRT, check it and write
     it with its sidecar. `verify` runs ONNX Runtime (when installed) against PyTorch once and
     records the max abs heatmap difference in the sidecar."""
-    import onnx
-    import torch
 
     from perception.inputs import example_inputs
     from perception.model.weights import load_model
@@ -453,26 +451,49 @@ def export_onnx(model_dir, output=None, *, batch: int = 1, opset: int = DEFAULT_
     model, cfg = load_model(model_dir, allow_random_init=allow_random_init)
     model.eval()
     x = example_inputs(cfg, batch)
+    proto, post = _trace_to_onnx(model, x, INPUT_NAMES, OUTPUT_NAMES, opset)
+    if check:
+        assert_tensorrt_compatible(proto)
+    data = proto.SerializeToString()
+    sidecar = _sidecar(proto, data, output, model_dir, cfg, batch, opset, post)
+    sidecar["tensorrt_fp32_nodes"] = fp32_node_names(proto)
+    if verify:
+        sidecar["verified_vs_torch"] = _verify_with_onnxruntime(data, model, x)
+    atomic_write(output, data)
+    atomic_write(sidecar_path(output), (json.dumps(sidecar, indent=1) + "\n").encode())
+    return ExportResult(output, sidecar, time.perf_counter() - t0)
+
+
+def _trace_to_onnx(module, args, input_names, output_names, opset: int):
+    """torch.onnx.export (the TorchScript tracer, so the model takes its export path: bev._exporting)
+    plus the post-processing above -> (onnx.ModelProto with inferred static shapes, what was done)."""
+    import onnx
+    import torch
+
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "raw.onnx"
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(model, x, str(raw), input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES),
-                              opset_version=opset, dynamo=False, do_constant_folding=True)
+            torch.onnx.export(module, tuple(args), str(raw), input_names=list(input_names),
+                              output_names=list(output_names), opset_version=opset, dynamo=False,
+                              do_constant_folding=True)
         proto = onnx.load(str(raw))
     folded = fold_constants(proto)
     remove_identities_and_dead_nodes(proto)
     resorted = make_topk_sorted(proto)
     proto = onnx.shape_inference.infer_shapes(proto, strict_mode=True, data_prop=True)
     proto.producer_name = "perception.runtime.onnx_export"
-    if check:
-        assert_tensorrt_compatible(proto)
-    data = proto.SerializeToString()
+    return proto, {"folded_nodes": folded, "topk_made_sorted": resorted}
+
+
+def _sidecar(proto, data: bytes, output: Path, model_dir: Path, cfg, batch: int, opset: int, post: dict) -> dict:
+    import onnx
+    import torch
 
     ops: dict[str, int] = {}
     for n in proto.graph.node:
         ops[n.op_type] = ops.get(n.op_type, 0) + 1
-    sidecar = {
+    return {
         "onnx_file": output.name,
         "onnx_sha256": hashlib.sha256(data).hexdigest(),
         "opset": opset,
@@ -484,15 +505,135 @@ def export_onnx(model_dir, output=None, *, batch: int = 1, opset: int = DEFAULT_
         "torch_version": torch.__version__,
         "onnx_version": onnx.__version__,
         "exported_unix": int(time.time()),
-        "post_processing": {"folded_nodes": folded, "topk_made_sorted": resorted},
+        "post_processing": post,
         "ops": dict(sorted(ops.items())),
-        "tensorrt_fp32_nodes": fp32_node_names(proto),
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# the split pair: geometry (calibration -> geo tensors) and features (pixels + geo -> outputs)
+# ---------------------------------------------------------------------------------------------
+def geometry_module(model, geometry_names: tuple[str, ...]):
+    """BEVViT.geometry as a module with flat outputs, in the order `geometry_names` (the order of
+    the dict BEVViT.geometry returns, as the Inductor package records it)."""
+    from torch import nn
+
+    class GeometryGraph(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, intrinsics_inv, ego_from_camera, camera_mask):
+            geo = self.model.geometry(intrinsics_inv, ego_from_camera, camera_mask)
+            return tuple(geo[n] for n in geometry_names)
+
+    return GeometryGraph().eval()
+
+
+def split_onnx_paths(onnx_path) -> tuple[Path, Path]:
+    """The split pair beside the full graph: <stem>.geometry.onnx and <stem>.features.onnx."""
+    p = Path(onnx_path)
+    return p.with_name(f"{p.stem}.geometry.onnx"), p.with_name(f"{p.stem}.features.onnx")
+
+
+def split_status(onnx_path, model_dir, *, batch: int = 1, opset: int = DEFAULT_OPSET) -> tuple[bool, str]:
+    """(fresh, reason) of the split pair of the full graph at onnx_path (see onnx_status): both
+    files up to date and written by the same export (same geometry names, same export id)."""
+    geo_path, feat_path = split_onnx_paths(onnx_path)
+    for p in (geo_path, feat_path):
+        fresh, reason = onnx_status(p, model_dir, batch=batch, opset=opset)
+        if not fresh:
+            return False, reason
+    a, b = read_sidecar(geo_path) or {}, read_sidecar(feat_path) or {}
+    if not a.get("geometry_names") or a.get("geometry_names") != b.get("geometry_names") \
+            or a.get("split_id") != b.get("split_id"):
+        return False, f"{geo_path.name} and {feat_path.name} are not from the same export"
+    return True, "up to date"
+
+
+def export_split_onnx(model_dir, onnx_path=None, *, batch: int = 1, opset: int = DEFAULT_OPSET,
+                      allow_random_init: bool = False, verify: bool = True,
+                      check: bool = True) -> tuple[ExportResult, ExportResult]:
+    """Export the model as two graphs beside the full one (split_onnx_paths), each with a sidecar
+    like the full graph's plus `geometry_names`:
+    - geometry: inputs intrinsics_inv, ego_from_camera, camera_mask -> the tensors of
+      BEVViT.geometry, named and ordered as geometry_names (what a runtime caches per calibration);
+    - features: inputs images then the geometry tensors in that order (the Inductor package's
+      convention, inductor_artifact.ServedGraph) -> outputs as base.OUTPUT_NAMES.
+    Both are traced like the full graph (ONNX export path of the model: Gather + MatMul). `verify`
+    runs both in ONNX Runtime (when installed) against the PyTorch model once."""
+    import torch
+
+    from perception.inputs import example_inputs
+    from perception.model.weights import load_model
+    from perception.runtime.inductor_artifact import ServedGraph
+
+    t0 = time.perf_counter()
+    model_dir = Path(model_dir)
+    onnx_path = Path(onnx_path) if onnx_path else default_onnx_path(model_dir)
+    geo_path, feat_path = split_onnx_paths(onnx_path)
+    model, cfg = load_model(model_dir, allow_random_init=allow_random_init)
+    model.eval()
+    x = example_inputs(cfg, batch)
+    with torch.no_grad():
+        geo = model.geometry(*x[1:])
+    names = tuple(geo)
+    geo_proto, geo_post = _trace_to_onnx(geometry_module(model, names), x[1:], GEOMETRY_INPUT_NAMES, names, opset)
+    feat_proto, feat_post = _trace_to_onnx(ServedGraph(model, names).eval(), (x[0], *(geo[n] for n in names)),
+                                           ("images", *names), OUTPUT_NAMES, opset)
+    if check:
+        assert_tensorrt_compatible(geo_proto)
+        assert_tensorrt_compatible(feat_proto)
+    geo_data, feat_data = geo_proto.SerializeToString(), feat_proto.SerializeToString()
+    split_id = hashlib.sha256(geo_data + feat_data).hexdigest()[:16]
+    sides = []
+    for part, proto, data, path, post in (("geometry", geo_proto, geo_data, geo_path, geo_post),
+                                          ("features", feat_proto, feat_data, feat_path, feat_post)):
+        side = _sidecar(proto, data, path, model_dir, cfg, batch, opset, post)
+        side.update({"part": part, "split_of": onnx_path.name, "split_id": split_id, "geometry_names": list(names)})
+        sides.append(side)
     if verify:
-        sidecar["verified_vs_torch"] = _verify_with_onnxruntime(data, model, x)
-    atomic_write(output, data)
-    atomic_write(sidecar_path(output), (json.dumps(sidecar, indent=1) + "\n").encode())
-    return ExportResult(output, sidecar, time.perf_counter() - t0)
+        sides[1]["verified_vs_torch"] = _verify_split_with_onnxruntime(geo_data, feat_data, names, model, x)
+    for path, data, side in ((geo_path, geo_data, sides[0]), (feat_path, feat_data, sides[1])):
+        atomic_write(path, data)
+        atomic_write(sidecar_path(path), (json.dumps(side, indent=1) + "\n").encode())
+    seconds = time.perf_counter() - t0
+    return ExportResult(geo_path, sides[0], seconds), ExportResult(feat_path, sides[1], seconds)
+
+
+def _verify_split_with_onnxruntime(geo_data: bytes, feat_data: bytes, names, model, x) -> dict | str:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return "skipped (onnxruntime not installed)"
+    import torch
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    geo_sess = ort.InferenceSession(geo_data, so, providers=["CPUExecutionProvider"])
+    feat_sess = ort.InferenceSession(feat_data, so, providers=["CPUExecutionProvider"])
+    geo = dict(zip(names, geo_sess.run(list(names), {n: v.numpy() for n, v in zip(GEOMETRY_INPUT_NAMES, x[1:])})))
+    feed = {"images": x[0].numpy(), **{i.name: geo[i.name] for i in feat_sess.get_inputs() if i.name != "images"}}
+    got = dict(zip(OUTPUT_NAMES, feat_sess.run(list(OUTPUT_NAMES), feed)))
+    with torch.inference_mode():
+        ref = model(*x)
+    return {"heatmap_max_abs_diff": float(np.abs(got["heatmap"] - ref["heatmap"].numpy()).max()),
+            "regression_max_abs_diff": float(np.abs(got["regression"] - ref["regression"].numpy()).max()),
+            "inputs": "random uint8 images, default rig calibration"}
+
+
+def ensure_split_onnx(model_dir, onnx_path=None, *, batch: int = 1, opset: int = DEFAULT_OPSET,
+                      allow_random_init: bool = False) -> tuple[Path, Path]:
+    """The (geometry, features) paths of an up-to-date split export of model_dir, exporting the
+    pair first when either file is missing or stale (split_status)."""
+    onnx_path = Path(onnx_path) if onnx_path else default_onnx_path(model_dir)
+    fresh, reason = split_status(onnx_path, model_dir, batch=batch, opset=opset)
+    if not fresh:
+        log.info("exporting the split ONNX pair (%s)", reason)
+        geo, feat = export_split_onnx(model_dir, onnx_path, batch=batch, opset=opset,
+                                      allow_random_init=allow_random_init)
+        log.info("exported %s and %s in %.1f s", geo.path.name, feat.path.name, geo.seconds)
+    return split_onnx_paths(onnx_path)
 
 
 def _verify_with_onnxruntime(data: bytes, model, x) -> dict | str:

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from perception.runtime.base import INPUT_NAMES, OUTPUT_NAMES, Engine, check_inputs
+from perception.runtime.base import INPUT_NAMES, OUTPUT_NAMES, Engine, calibration_key, check_inputs
 from perception.runtime.engine_cache import Lookup
 
 CPU_PRECISIONS = ("fp32", "bf16")
@@ -225,8 +225,7 @@ class TorchEngine(Engine):
 
     @staticmethod
     def _calibration_key(k_inv, t, mask):
-        return tuple((a.shape, a.tobytes()) for a in (np.ascontiguousarray(k_inv), np.ascontiguousarray(t),
-                                                       np.ascontiguousarray(mask)))
+        return calibration_key(k_inv, t, mask)
 
     @torch.inference_mode()
     def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
