@@ -142,9 +142,11 @@ class OnnxRuntimeEngine(Engine):
     def _geometry(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The geometry tensors of this calibration and camera mask: from the cache, or computed
         (geometry session) when those inputs changed since the last call."""
+        session = self.geometry_session
+        assert session is not None, "_geometry needs the split graphs"
         key = calibration_key(*(inputs[n] for n in GEOMETRY_INPUT_NAMES))
         if self._geo is None or key != self._geo_key:
-            outs = self.geometry_session.run(self._geo_outputs, {n: inputs[n] for n in self._geo_inputs})
+            outs = session.run(self._geo_outputs, {n: inputs[n] for n in self._geo_inputs})
             self._geo = dict(zip(self._geo_outputs, outs))
             self._geo_key = key
             self.geometry_runs += 1
