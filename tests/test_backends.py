@@ -94,6 +94,15 @@ def test_torch_geometry_cache_is_exact_and_follows_the_mask(torch_engine, scene)
             np.testing.assert_array_equal(got[k], ref[k].numpy(), err_msg=k)
 
 
+def test_torch_bf16_autocast_serves_close_to_fp32(torch_engine, model_dir, scene):
+    """bf16 autocast takes the eager path's gather instead of sampled_addmm (no CPU bf16 kernel);
+    its heatmap stays within bf16 rounding of fp32."""
+    bf16 = create_engine("torch:bf16", model_dir, device="cpu")
+    ref, out = torch_engine.infer(scene), bf16.infer(scene)
+    assert out["heatmap"].dtype == np.float32 and np.isfinite(out["heatmap"]).all()
+    assert np.abs(out["heatmap"] - ref["heatmap"]).max() < 0.05
+
+
 def test_auto_picks_the_fastest_available_backend(monkeypatch, model_dir):
     import perception.runtime as rt
     import perception.runtime.torch_backend as tb

@@ -176,7 +176,13 @@ def content_logits(qh: Tensor, k: Tensor, index: Tensor) -> Tensor:
         kh = k.reshape(B, S, H, hd).permute(0, 2, 3, 1)                     # [B, H, hd, S]
         dense = qh @ kh                                                     # [B, H, Q, S]
         return torch.gather(dense, 3, index.unsqueeze(1).expand(B, H, Q, K))
-    if _compiling():
+    if _compiling() or qh.dtype != torch.float32 or k.dtype != torch.float32:
+        # Inductor fuses this gather-multiply-sum into one loop; it is also the eager path under
+        # autocast (sampled_addmm has no CPU bf16 kernel), computed as the exported matmul would:
+        # both operands in the autocast dtype
+        if torch.is_autocast_enabled(qh.device.type):
+            dtype = torch.get_autocast_dtype(qh.device.type)
+            qh, k = qh.to(dtype), k.to(dtype)
         offs = (torch.arange(B, device=index.device) * S).reshape(B, 1, 1)
         ksel = k.reshape(B * S, H, hd)[index + offs]                        # [B, Q, K, H, hd]
         q5 = qh.permute(0, 2, 1, 3).reshape(Bq, Q, 1, H, hd)
