@@ -1,6 +1,6 @@
 """`perception train`: train the BEV ViT on the simulated world. Read it top to bottom.
 
-    perception train                                  # the shipped model (engines/bev_vit), ~32 min
+    perception train                                  # the shipped model (engines/bev_vit; time: README)
     perception train --steps 200 --out runs/smoke     # a quick run
     perception train --out runs/x --resume            # continue an interrupted run
 
@@ -37,7 +37,7 @@ class TrainConfig:
     rig: str = str(pcfg.DEFAULT_RIG)
     seed: int = 0
     scenes: int = 8000               # rendered training scenes (world seeds 0 .. scenes-1)
-    # The shipped model: ~32 min from scratch on 2 cores. Batch 2 because on a CPU a step costs
+    # The shipped model (README: how long it took). Batch 2 because on a CPU a step costs
     # about its samples, and at equal compute more, noisier updates learned faster than batch 4
     # or 8 (docs/measurements/batch_ab_equal_time.md).
     steps: int = 9000

@@ -211,7 +211,7 @@ class CompiledGraph:
     """A loaded artifact: call(images, geo) -> the five outputs, as ServedGraph would give them.
 
     Loads through the package loader that torch's own aoti_load_package wraps: importing
-    torch._inductor for that wrapper alone costs ~1.5 s of start-up on two cores, the loader ~10 ms.
+    torch._inductor for that wrapper alone costs seconds of start-up on two cores (docs/engines.md).
     The package was compiled for contiguous inputs of fixed shapes and reads memory by those
     strides, so inputs are checked and made contiguous here (a strided view would be misread)."""
 
