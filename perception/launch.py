@@ -139,10 +139,11 @@ class Managed:
 class Summary:
     """Reads detections and status from the fusion node and formats one line per second."""
 
-    def __init__(self, endpoint: str):
+    def __init__(self, endpoint: str, sub=None):
         from perception.transport import Subscriber
 
-        self.sub = Subscriber(endpoint, list(topics.FUSION_TOPICS))
+        # sub: anything with recv(timeout_ms) and close() (tests pass a fake)
+        self.sub = sub if sub is not None else Subscriber(endpoint, list(topics.FUSION_TOPICS))
         self.latencies: list[float] = []
         self.detections = 0
         self.objects = 0
@@ -150,7 +151,9 @@ class Summary:
         self.status = None
         self.total_detections = 0
         self.first_detection_ns: int | None = None
+        self.first_backend: str | None = None
         self.switches_seen = 0
+        self.backend_changes: list[tuple[int, str, str]] = []   # (recv_ns, from, to) seen in detections
         self.all_latencies: deque[float] = deque(maxlen=1_000_000)   # for the run's closing line
 
     def poll(self) -> None:
@@ -161,6 +164,11 @@ class Summary:
                 self.detections += 1
                 self.total_detections += 1
                 self.objects = len(rx.msg.objects)
+                last = self.backend_changes[-1][2] if self.backend_changes else self.first_backend
+                if last is None:
+                    self.first_backend = rx.msg.backend
+                elif rx.msg.backend != last:
+                    self.backend_changes.append((rx.recv_ns, last, rx.msg.backend))
                 self.missing |= set(rx.msg.missing_cameras)
                 self.latencies.append((rx.recv_ns - rx.msg.stamp_ns) / 1e6)
                 self.all_latencies.append(self.latencies[-1])
@@ -183,7 +191,19 @@ class Summary:
             parts.append(f"sets full/partial {s.sync_complete}/{s.sync_partial}, dropped incomplete {s.sync_dropped}, "
                          f"dropped for overload {s.sets_dropped_overload}, frame drops "
                          f"{sum(c.dropped for c in s.cameras)}, backend {s.backend}")
+        parts += self.switch_summary(t0_ns)
         return "; ".join(parts)
+
+    def switch_summary(self, t0_ns: int) -> list[str]:
+        """Each engine switch of the run with its time and reason, from the node's status; a switch
+        the detections show but no status reported yet (it came after the last status) is named too."""
+        reported = list(self.status.engine_switches) if self.status is not None else []
+        out = [f"engine switch at {(sw.stamp_ns - t0_ns) / 1e9:.1f} s: {sw.from_backend} -> {sw.to_backend} ({sw.reason})"
+               for sw in reported]
+        for recv_ns, old, new in self.backend_changes[len(reported):]:
+            out.append(f"engine switch by {(recv_ns - t0_ns) / 1e9:.1f} s: {old} -> {new} (seen in the detections; "
+                       "the node's status had not reported it yet)")
+        return out
 
     def new_switches(self) -> list:
         """Engine switches the node reported since the last call (its status lists all of them)."""
