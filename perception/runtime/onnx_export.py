@@ -602,24 +602,15 @@ def export_split_onnx(model_dir, onnx_path=None, *, batch: int = 1, opset: int =
 
 
 def _verify_split_with_onnxruntime(geo_data: bytes, feat_data: bytes, names, model, x) -> dict | str:
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        return "skipped (onnxruntime not installed)"
-    import torch
+    def run(ort, so):
+        geo_sess = ort.InferenceSession(geo_data, so, providers=["CPUExecutionProvider"])
+        feat_sess = ort.InferenceSession(feat_data, so, providers=["CPUExecutionProvider"])
+        geo_feed = {n: v.numpy() for n, v in zip(GEOMETRY_INPUT_NAMES, x[1:])}
+        geo = dict(zip(names, geo_sess.run(list(names), geo_feed)))
+        feed = {"images": x[0].numpy(), **{i.name: geo[i.name] for i in feat_sess.get_inputs() if i.name != "images"}}
+        return feat_sess.run(list(OUTPUT_NAMES), feed)
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    geo_sess = ort.InferenceSession(geo_data, so, providers=["CPUExecutionProvider"])
-    feat_sess = ort.InferenceSession(feat_data, so, providers=["CPUExecutionProvider"])
-    geo = dict(zip(names, geo_sess.run(list(names), {n: v.numpy() for n, v in zip(GEOMETRY_INPUT_NAMES, x[1:])})))
-    feed = {"images": x[0].numpy(), **{i.name: geo[i.name] for i in feat_sess.get_inputs() if i.name != "images"}}
-    got = dict(zip(OUTPUT_NAMES, feat_sess.run(list(OUTPUT_NAMES), feed)))
-    with torch.inference_mode():
-        ref = model(*x)
-    return {"heatmap_max_abs_diff": float(np.abs(got["heatmap"] - ref["heatmap"].numpy()).max()),
-            "regression_max_abs_diff": float(np.abs(got["regression"] - ref["regression"].numpy()).max()),
-            "inputs": "random uint8 images, default rig calibration"}
+    return _compare_with_torch(run, model, x)
 
 
 def ensure_split_onnx(model_dir, onnx_path=None, *, batch: int = 1, opset: int = DEFAULT_OPSET,
@@ -637,6 +628,16 @@ def ensure_split_onnx(model_dir, onnx_path=None, *, batch: int = 1, opset: int =
 
 
 def _verify_with_onnxruntime(data: bytes, model, x) -> dict | str:
+    def run(ort, so):
+        sess = ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
+        return sess.run(list(OUTPUT_NAMES), {n: v.numpy() for n, v in zip(INPUT_NAMES, x)})
+
+    return _compare_with_torch(run, model, x)
+
+
+def _compare_with_torch(run, model, x) -> dict | str:
+    """Max heatmap/regression differences between an ONNX Runtime run (run(ort, session_options) ->
+    outputs in OUTPUT_NAMES order) and the torch model on the same example inputs."""
     try:
         import onnxruntime as ort
     except ImportError:
@@ -645,8 +646,7 @@ def _verify_with_onnxruntime(data: bytes, model, x) -> dict | str:
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
-    sess = ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
-    got = dict(zip(OUTPUT_NAMES, sess.run(list(OUTPUT_NAMES), {n: v.numpy() for n, v in zip(INPUT_NAMES, x)})))
+    got = dict(zip(OUTPUT_NAMES, run(ort, so)))
     with torch.inference_mode():
         ref = model(*x)
     return {"heatmap_max_abs_diff": float(np.abs(got["heatmap"] - ref["heatmap"].numpy()).max()),
