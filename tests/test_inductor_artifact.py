@@ -116,6 +116,7 @@ def test_the_built_package_serves_within_the_parity_bound(built, model_dir, mode
     assert not list(built.glob(".*inductor-build*"))
 
 
+@pytest.mark.timeout(600)    # a rebuild under a loaded machine; its own deadline is 480 s
 def test_a_truncated_package_is_refused_then_rebuilt_and_the_switch_loses_no_frame_set(built, model_dir, model,
                                                                                        tmp_path):
     """Serving starts eagerly (the truncated package is never loaded), the background build
