@@ -229,6 +229,7 @@ class FusionNode:
             try:
                 self._count_skipped(ready[-1])
                 self._process(ready[-1])
+                self.last_output_ns = now_ns
             except Exception as e:    # noqa: BLE001
                 self._reject(None, "process_error", f"{type(e).__name__}: {e}", now_ns, exc_info=True)
         return ready
@@ -256,12 +257,11 @@ class FusionNode:
             self.stages[stage].add(v)
         self.latency.add((now - frameset.stamp_ns) / 1e6)
         self.output_rate.tick(now)
-        self.last_output_ns = now
 
-    def status_message(self):
+    def status_message(self, now_ns: int | None = None):
         from perception.v1 import status_pb2
 
-        now = time.time_ns()
+        now = time.time_ns() if now_ns is None else now_ns
         msg = status_pb2.NodeStatus(node="fusion", stamp_ns=now, model_name=self.model_cfg.name,
                                     backend=self.engine.name, outputs=self.pipeline.outputs_count,
                                     output_rate_hz=self.output_rate.rate(now),
