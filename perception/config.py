@@ -148,8 +148,10 @@ class CameraConfig:
         if K[1, 0] != 0 or K[2, 0] != 0 or K[2, 1] != 0 or K[2, 2] != 1:
             raise CalibrationError("calibration_intrinsics", f"{where}: K is not [[fx, s, cx], [0, fy, cy], [0, 0, 1]]")
         R = T[:3, :3]
-        if (not np.allclose(R @ R.T, np.eye(3), atol=RIGID_TOLERANCE)
-                or abs(np.linalg.det(R) - 1.0) > RIGID_TOLERANCE or not np.array_equal(T[3], [0, 0, 0, 1])):
+        with np.errstate(all="ignore"):        # huge entries overflow to inf: not rigid either
+            rigid = (np.allclose(R @ R.T, np.eye(3), atol=RIGID_TOLERANCE)
+                     and abs(np.linalg.det(R) - 1.0) <= RIGID_TOLERANCE and np.array_equal(T[3], [0, 0, 0, 1]))
+        if not rigid:
             raise CalibrationError("calibration_not_rigid", f"{where}: T_ego_from_camera is not a rigid transform "
                                    f"(rotation orthonormal with det +1, last row 0 0 0 1)")
         if len(dist) not in (0, 4, 5, 8):

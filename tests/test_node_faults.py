@@ -13,10 +13,11 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from perception import config as cfg
 from perception import topics
-from perception.fusion import node as node_mod
 from perception.fusion.node import FusionNode
 from perception.transport import Received
 from perception.v1 import calibration_pb2, detections_pb2, frame_pb2, status_pb2
@@ -68,14 +69,10 @@ class CapturePublisher:
 
 
 def make_node(tmp_path, monkeypatch, engine: StubEngine | None = None, **kw) -> FusionNode:
-    import perception.runtime
-
-    stub = engine or StubEngine()
-    monkeypatch.setattr(perception.runtime, "create_engine", lambda *a, **k: stub)
     eps = tuple(f"ipc://{tmp_path}/cam{i}" for i in range(len(RIG.cameras)))
     config = cfg.FusionNodeConfig(camera_endpoints=eps, publish=f"ipc://{tmp_path}/fusion", allow_random_init=True,
                                   threads=1, online_score=True, **kw)
-    n = FusionNode(config)
+    n = FusionNode(config, engine=engine or StubEngine())
     n.pub.close()
     n.pub = CapturePublisher()   # type: ignore[assignment]
     return n
@@ -373,3 +370,33 @@ def test_no_output_while_cameras_are_fresh_is_an_error(node):
     good_set(node, 31, T0 + 3000 * MS)
     status = node.status_message(T0 + 3050 * MS)
     assert status.level == status_pb2.LEVEL_OK and status.message == "ok"
+
+
+# ------------------------------------------------------------------------------------------------
+# property-based fuzz of the whole per-message path (scripts/fuzz_node.py runs the same generator
+# for 100,000+ inputs outside pytest)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(rng=st.randoms(use_true_random=False), n=st.integers(1, 150))
+def test_fuzzed_input_never_escapes_and_every_input_is_accounted_for(tmp_path, monkeypatch, rng, n):
+    from perception.fusion.fuzz import FuzzEngine, FuzzState, next_input
+
+    node = make_node(tmp_path, monkeypatch, engine=FuzzEngine(rng))   # type: ignore[arg-type]
+    try:
+        state = FuzzState(rig=RIG, now_ns=T0)
+        for _ in range(n):
+            node.step([next_input(rng, state)], state.now_ns)     # raises -> the test fails
+        assert node.inputs == n
+        assert node.unaccounted_inputs() == 0
+        assert node.frames_pushed == sum(c.received for c in node.cameras.values())
+        assert not {"internal_error", "process_error", "sync_poll_error"} & set(node.rejected), node.rejected
+        status = node.status_message(state.now_ns)
+        status.SerializeToString()                                    # every counter fits its field
+        for det in node.pub.detections():
+            for o in det.objects:
+                assert all(math.isfinite(v) for v in (o.center.x, o.center.y, o.center.z, o.size.x, o.size.y,
+                                                       o.size.z, o.yaw, o.score, o.velocity.x, o.velocity.y))
+    finally:
+        node.close()

@@ -23,12 +23,15 @@ from perception.model.weights import CONFIG_FILE
 log = logging.getLogger("perception.fuse")
 
 STAGES = ("sync_wait", "preprocess", "inference", "postprocess", "total")
+# Rejection reasons counted per frame set or loop pass, not per input message.
+PER_SET_REASONS = frozenset({"process_error", "sync_poll_error"})
 # A rejection reason (and internal errors, with their traceback) is logged at most this often.
 LOG_EVERY_S = 5.0
 
 
 class FusionNode:
-    def __init__(self, config: cfg.FusionNodeConfig):
+    def __init__(self, config: cfg.FusionNodeConfig, engine=None):
+        """engine: an Engine to serve with instead of creating config.backend's (tests, fuzzing)."""
         from perception.model.config import load_model_config
         from perception.runtime import create_engine
         from perception.transport import Publisher, Subscriber
@@ -41,8 +44,8 @@ class FusionNode:
         if self.model_cfg.num_cameras != len(names):
             raise cfg.ConfigError(f"model {model_dir} expects {self.model_cfg.num_cameras} cameras, "
                                   f"rig {config.rig} has {len(names)}")
-        self.engine = create_engine(config.backend, model_dir, threads=config.threads,
-                                    allow_random_init=config.allow_random_init)
+        self.engine = engine if engine is not None else create_engine(
+            config.backend, model_dir, threads=config.threads, allow_random_init=config.allow_random_init)
         self.pipeline = FusionPipeline(self.rig, self.engine, self.model_cfg, config.score_threshold)
         self.sync = ApproximateTimeSync(names, int(config.max_span_ms * 1e6), int(config.timeout_ms * 1e6),
                                         min_cameras=config.min_cameras)
@@ -222,7 +225,7 @@ class FusionNode:
         try:
             ready += self.sync.poll(now_ns)
         except Exception as e:    # noqa: BLE001
-            self._reject(None, "internal_error", f"sync poll: {type(e).__name__}: {e}", now_ns, exc_info=True)
+            self._reject(None, "sync_poll_error", f"{type(e).__name__}: {e}", now_ns, exc_info=True)
         if ready:
             # Only the newest set is worth computing; older ones would only add latency
             # (cameras faster than the engine): drop the oldest, count them, never queue.
@@ -313,6 +316,12 @@ class FusionNode:
             msg.rejected[reason] = n
             msg.counters[reason] = float(n)
         return msg
+
+    def unaccounted_inputs(self) -> int:
+        """Inputs through `handle` not in exactly one outcome (0 unless there is a bug): every
+        message is rejected for one reason, taken as ground truth, or pushed into the sync."""
+        per_input = sum(n for k, n in self.rejected.items() if k not in PER_SET_REASONS)
+        return self.inputs - per_input - self.truth_received - self.frames_pushed
 
     def rejected_counts(self) -> dict[str, int]:
         """Every refused input and dropped output, per reason: the node's checks, the sync's
