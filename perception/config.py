@@ -54,6 +54,11 @@ class CalibrationError(ConfigError):
 
 # Largest image side a camera may have (rig files and calibrations received on the wire).
 MAX_IMAGE_SIDE = 16384
+# Focal lengths (pixels) and camera positions (metres) a calibration may have: beyond these the
+# model's float32 geometry inputs overflow or lose all precision.
+MIN_FOCAL_PX = 1e-2
+MAX_FOCAL_PX = 1e7
+MAX_TRANSLATION_M = 1e5
 # |R R^T - I| and |det R - 1| tolerance of a rigid transform's rotation.
 RIGID_TOLERANCE = 1e-4
 
@@ -139,9 +144,10 @@ class CameraConfig:
         dist = np.asarray(self.distortion, dtype=np.float64)
         if not (np.all(np.isfinite(K)) and np.all(np.isfinite(T)) and np.all(np.isfinite(dist))):
             raise CalibrationError("calibration_nonfinite", f"{where}: contains NaN or inf")
-        if not (K[0, 0] > 0 and K[1, 1] > 0):
+        if not (MIN_FOCAL_PX <= K[0, 0] <= MAX_FOCAL_PX and MIN_FOCAL_PX <= K[1, 1] <= MAX_FOCAL_PX
+                and abs(K[0, 1]) <= MAX_FOCAL_PX):
             raise CalibrationError("calibration_focal", f"{where}: focal lengths fx={K[0, 0]}, fy={K[1, 1]} "
-                                   f"must be positive")
+                                   f"(skew {K[0, 1]}) must be positive and in [{MIN_FOCAL_PX}, {MAX_FOCAL_PX:g}] px")
         if not (0 <= K[0, 2] <= self.width and 0 <= K[1, 2] <= self.height):
             raise CalibrationError("calibration_principal_point", f"{where}: principal point ({K[0, 2]}, "
                                    f"{K[1, 2]}) is outside the {self.width}x{self.height} image")
@@ -154,6 +160,9 @@ class CameraConfig:
         if not rigid:
             raise CalibrationError("calibration_not_rigid", f"{where}: T_ego_from_camera is not a rigid transform "
                                    f"(rotation orthonormal with det +1, last row 0 0 0 1)")
+        if np.abs(T[:3, 3]).max() > MAX_TRANSLATION_M:
+            raise CalibrationError("calibration_not_rigid", f"{where}: camera position {T[:3, 3]} is more than "
+                                   f"{MAX_TRANSLATION_M:g} m from the ego origin")
         if len(dist) not in (0, 4, 5, 8):
             raise CalibrationError("calibration_distortion", f"{where}: expected 0, 4, 5 or 8 distortion "
                                    f"coefficients, got {len(dist)}")

@@ -8,7 +8,8 @@ tests/test_node_faults.py drives) into FusionNode.step, as the node's loop does 
 subscriber drains, with a stub engine (perception.fusion.fuzz.FuzzEngine). Prints the number of
 inputs, exceptions that escaped the node (unhandled), exceptions the node caught and counted
 (internal_error: an input no explicit check refused), inputs its counters do not account for,
-and the rejections per reason. Exits 1 unless escaped, internal_error and unaccounted are 0.
+whether non-finite calibration ever reached the model's geometry inputs, and the rejections per
+reason. Exits 1 unless all of those are 0.
 """
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ import sys
 import tempfile
 import time
 import traceback
+
+import numpy as np
 
 from perception import config as cfg
 from perception.fusion.fuzz import FuzzEngine, FuzzState, next_input
@@ -45,14 +48,18 @@ def main() -> int:
         st = FuzzState(rig=rig, now_ns=time.time_ns())
         escaped: collections.Counter[str] = collections.Counter()
         first_tb = None
+        nonfinite_geometry = 0        # checks (every 100 inputs) that found non-finite model geometry
         t0 = time.monotonic()
         try:
             for i in range(args.inputs):
                 rx = next_input(rng, st)
                 try:
                     node.step([rx], st.now_ns)
-                    if i % 1000 == 999:
+                    if i % 100 == 99:
                         node.status_message(st.now_ns).SerializeToString()
+                        pre = node.pipeline.preprocess
+                        if not (np.isfinite(pre.intrinsics_inv).all() and np.isfinite(pre.ego_from_camera).all()):
+                            nonfinite_geometry += 1
                 except Exception as e:     # noqa: BLE001 - what the node let escape
                     escaped[type(e).__name__] += 1
                     first_tb = first_tb or traceback.format_exc()
@@ -66,13 +73,14 @@ def main() -> int:
           f"process_error: {counts.get('process_error', 0)}; unaccounted inputs: {node.unaccounted_inputs()}")
     print(f"frames into the sync: {node.frames_pushed}; truth: {node.truth_received}; frame sets published: "
           f"{node.pipeline.outputs_count}; camera restarts: {sum(node.sync.stats.restarts.values())}")
+    print(f"non-finite geometry inputs held (checked every 100 inputs): {nonfinite_geometry}")
     print("rejected per reason:")
     for reason, n in sorted(counts.items(), key=lambda kv: -kv[1]):
         print(f"  {reason:32s} {n}")
     if first_tb:
         print("first escaped exception:\n" + first_tb, file=sys.stderr)
     bad = sum(escaped.values()) + counts.get("internal_error", 0) + counts.get("process_error", 0)
-    return 1 if bad or node.unaccounted_inputs() else 0
+    return 1 if bad or nonfinite_geometry or node.unaccounted_inputs() else 0
 
 
 if __name__ == "__main__":

@@ -158,6 +158,8 @@ def test_a_message_of_the_wrong_type_for_its_topic_is_counted_not_fatal(node):
 @pytest.mark.parametrize("changes, reason", [
     ({"K": [[0, 0, 160], [0, 100, 90], [0, 0, 1]]}, "calibration_focal"),
     ({"K": [[-200, 0, 160], [0, 200, 90], [0, 0, 1]]}, "calibration_focal"),
+    ({"K": [[1e-300, 0, 160], [0, 200, 90], [0, 0, 1]]}, "calibration_focal"),       # K^-1 overflows float32
+    ({"K": [[1e300, 0, 160], [0, 200, 90], [0, 0, 1]]}, "calibration_focal"),
     ({"width": 0}, "calibration_size"),
     ({"height": 100_000}, "calibration_size"),
     ({"K": [[200, 0, 5000], [0, 200, 90], [0, 0, 1]]}, "calibration_principal_point"),
@@ -391,6 +393,8 @@ def test_fuzzed_input_never_escapes_and_every_input_is_accounted_for(tmp_path, m
         assert node.inputs == n
         assert node.unaccounted_inputs() == 0
         assert node.frames_pushed == sum(c.received for c in node.cameras.values())
+        pre = node.pipeline.preprocess                               # geometry inputs stay usable
+        assert np.isfinite(pre.intrinsics_inv).all() and np.isfinite(pre.ego_from_camera).all()
         assert not {"internal_error", "process_error", "sync_poll_error"} & set(node.rejected), node.rejected
         status = node.status_message(state.now_ns)
         status.SerializeToString()                                    # every counter fits its field

@@ -126,7 +126,7 @@ def _mutate(rng: random.Random, st: FuzzState, cam: CameraConfig, topic: str, h,
         setattr(h, rng.choice(("width", "height", "row_stride")), rng.choice(_WEIRD_INTS + (h.width, h.height)))
     elif what == 5 and isinstance(h, frame_pb2.FrameHeader):
         h.encoding = rng.choice((0, 1, 2, 3, 4, 99))  # type: ignore[assignment]  # open proto3 enum
-        if h.encoding == frame_pb2.PIXEL_ENCODING_MONO8 and rng.random() < 0.7:
+        if h.encoding == frame_pb2.PIXEL_ENCODING_MONO8 and h.width * h.height <= 4096 * 4096 and rng.random() < 0.7:
             h.row_stride = h.width
             payload = np.full((h.height, h.width, 1), 9, np.uint8)
     elif what == 6 and isinstance(h, frame_pb2.FrameHeader):

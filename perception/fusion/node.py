@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 from perception import config as cfg
 from perception import topics
@@ -184,6 +185,10 @@ class FusionNode:
                     new_cal = None
             self.pipeline.preprocess.check(camera, h.calibration_id, h.width, h.height, cam=new_cal)
             pixels = to_bgr(frame_pixels(rx), h.encoding)
+            if new_cal is not None:      # last: only a frame that passed every check replaces it
+                held = self.pipeline.preprocess.calibrations[camera]
+                self.pipeline.preprocess.update_calibration(new_cal)
+                log.info("camera %s: calibration %s replaces %s", camera, new_cal.calibration_id, held.calibration_id)
         except FrameRejected as e:
             self._reject(camera, e.reason, str(e), now_ns)
             return None
@@ -193,10 +198,6 @@ class FusionNode:
         except MalformedMessage as e:
             self._reject(camera, f"frame_{e.reason}", str(e), now_ns)
             return None
-        if new_cal is not None:
-            held = self.pipeline.preprocess.calibrations[camera]
-            self.pipeline.preprocess.update_calibration(new_cal)
-            log.info("camera %s: calibration %s replaces %s", camera, new_cal.calibration_id, held.calibration_id)
         self.cameras[camera].on_frame(h.sequence, stamp, now_ns, rx.superseded)
         return TimedFrame(camera, h.sequence, stamp, now_ns, CameraFrame(camera, h.sequence, stamp, pixels))
 
@@ -278,7 +279,7 @@ class FusionNode:
             msg.engine_switches.add(stamp_ns=sw["unix_ns"], from_backend=sw["from"], to_backend=sw["to"],
                                     reason=sw["reason"])
         stale_ns = self.config.stale_ms * 1e6
-        problems: list[tuple[int, str]] = []        # (level, text) for the node's message
+        problems: list[tuple[Any, str]] = []             # (status_pb2 Level, text)        # (level, text) for the node's message
         stale, rejecting, fresh = [], [], []
         for name, c in self.cameras.items():
             age = (now - c.last_stamp_ns) / 1e6 if c.last_stamp_ns else float("inf")
@@ -307,9 +308,10 @@ class FusionNode:
         for stage in STAGES:
             r = self.stages[stage]
             msg.stages.add(stage=stage, p50_ms=r.percentile(50), p99_ms=r.percentile(99), max_ms=r.max())
-        score = self.online.score() if self.online is not None else None
-        if score is not None:
-            msg.online_score, msg.online_score_name = score, f"{self.online.name} (last {len(self.online.pairs)} sets)"
+        online = self.online
+        score = online.score() if online is not None else None
+        if online is not None and score is not None:
+            msg.online_score, msg.online_score_name = score, f"{online.name} (last {len(online.pairs)} sets)"
         msg.level = max((lv for lv, _ in problems), default=status_pb2.LEVEL_OK)
         msg.message = "; ".join(t for _, t in problems) or "ok"
         for reason, n in self.rejected_counts().items():

@@ -68,8 +68,15 @@ class Preprocessor:
             self.update_calibration(cam)
 
     def update_calibration(self, cam: CameraConfig) -> None:
+        """Hold `cam` for its camera; FrameRejected("calibration_nonfinite"), and the held one
+        kept, when its model inputs are not finite in float32."""
         i = self.rig.index(cam.name)
-        self.intrinsics_inv[0, i], self.ego_from_camera[0, i] = camera_inputs(cam, self.width, self.height)
+        with np.errstate(all="ignore"):
+            k_inv, t = camera_inputs(cam, self.width, self.height)
+        if not (np.isfinite(k_inv).all() and np.isfinite(t).all()):
+            raise FrameRejected("calibration_nonfinite", f"{cam.name}: calibration {cam.calibration_id} gives "
+                                f"non-finite model inputs")
+        self.intrinsics_inv[0, i], self.ego_from_camera[0, i] = k_inv, t
         self.calibrations[cam.name] = cam
 
     def check(self, camera: str, calibration_id: str, width: int, height: int,
