@@ -43,6 +43,26 @@ class ConfigError(ValueError):
     """A configuration file or value is invalid; the message says where and why."""
 
 
+class CalibrationError(ConfigError):
+    """A calibration that cannot be used (from a file or from the wire). ``reason`` is a short
+    stable key the fusion node counts rejections under (e.g. "calibration_focal")."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason = reason
+
+
+# Largest image side a camera may have (rig files and calibrations received on the wire).
+MAX_IMAGE_SIDE = 16384
+# Focal lengths (pixels) and camera positions (metres) a calibration may have: beyond these the
+# model's float32 geometry inputs overflow or lose all precision.
+MIN_FOCAL_PX = 1e-2
+MAX_FOCAL_PX = 1e7
+MAX_TRANSLATION_M = 1e5
+# |R R^T - I| and |det R - 1| tolerance of a rigid transform's rotation.
+RIGID_TOLERANCE = 1e-4
+
+
 def camera_endpoint(index: int, host: str = "127.0.0.1") -> str:
     return f"tcp://{host}:{CAMERA_BASE_PORT + index}"
 
@@ -94,13 +114,58 @@ class CameraConfig:
 
     @classmethod
     def from_proto(cls, msg) -> "CameraConfig":
+        """A validated CameraConfig from a CameraCalibration message; CalibrationError (with a
+        reason) for one that cannot be used."""
         if len(msg.K) != 9 or len(msg.T_ego_from_camera) != 16:
-            raise ConfigError(f"calibration of camera {msg.camera_name!r}: K needs 9 values and "
-                              f"T_ego_from_camera 16, got {len(msg.K)} and {len(msg.T_ego_from_camera)}")
-        return cls(name=msg.camera_name, width=msg.width, height=msg.height,
-                   K=np.array(msg.K, dtype=np.float64).reshape(3, 3),
-                   T_ego_from_camera=np.array(msg.T_ego_from_camera, dtype=np.float64).reshape(4, 4),
-                   distortion=tuple(msg.distortion))
+            raise CalibrationError("calibration_shape", f"calibration of camera {msg.camera_name!r}: K needs 9 "
+                                   f"values and T_ego_from_camera 16, got {len(msg.K)} and "
+                                   f"{len(msg.T_ego_from_camera)}")
+        cam = cls(name=msg.camera_name, width=msg.width, height=msg.height,
+                  K=np.array(msg.K, dtype=np.float64).reshape(3, 3),
+                  T_ego_from_camera=np.array(msg.T_ego_from_camera, dtype=np.float64).reshape(4, 4),
+                  distortion=tuple(msg.distortion))
+        cam.validate(f"calibration of camera {msg.camera_name!r}")
+        return cam
+
+    def validate(self, where: str = "calibration") -> None:
+        """Raise CalibrationError unless this is a usable calibration: a name, a size in
+        [1, MAX_IMAGE_SIDE], finite values, positive focal lengths, a principal point inside the
+        image, an upper-triangular K with last row 0 0 1, a rigid T_ego_from_camera (orthonormal
+        rotation with det +1, last row 0 0 0 1) and 0, 4, 5 or 8 finite distortion coefficients."""
+        if not self.name:
+            raise CalibrationError("calibration_name", f"{where}: empty camera name")
+        if not (1 <= self.width <= MAX_IMAGE_SIDE and 1 <= self.height <= MAX_IMAGE_SIDE):
+            raise CalibrationError("calibration_size", f"{where}: image size {self.width}x{self.height} is not in "
+                                   f"[1, {MAX_IMAGE_SIDE}]")
+        K = np.asarray(self.K, dtype=np.float64)
+        T = np.asarray(self.T_ego_from_camera, dtype=np.float64)
+        if K.shape != (3, 3) or T.shape != (4, 4):
+            raise CalibrationError("calibration_shape", f"{where}: K {K.shape}, T_ego_from_camera {T.shape}")
+        dist = np.asarray(self.distortion, dtype=np.float64)
+        if not (np.all(np.isfinite(K)) and np.all(np.isfinite(T)) and np.all(np.isfinite(dist))):
+            raise CalibrationError("calibration_nonfinite", f"{where}: contains NaN or inf")
+        if not (MIN_FOCAL_PX <= K[0, 0] <= MAX_FOCAL_PX and MIN_FOCAL_PX <= K[1, 1] <= MAX_FOCAL_PX
+                and abs(K[0, 1]) <= MAX_FOCAL_PX):
+            raise CalibrationError("calibration_focal", f"{where}: focal lengths fx={K[0, 0]}, fy={K[1, 1]} "
+                                   f"(skew {K[0, 1]}) must be positive and in [{MIN_FOCAL_PX}, {MAX_FOCAL_PX:g}] px")
+        if not (0 <= K[0, 2] <= self.width and 0 <= K[1, 2] <= self.height):
+            raise CalibrationError("calibration_principal_point", f"{where}: principal point ({K[0, 2]}, "
+                                   f"{K[1, 2]}) is outside the {self.width}x{self.height} image")
+        if K[1, 0] != 0 or K[2, 0] != 0 or K[2, 1] != 0 or K[2, 2] != 1:
+            raise CalibrationError("calibration_intrinsics", f"{where}: K is not [[fx, s, cx], [0, fy, cy], [0, 0, 1]]")
+        R = T[:3, :3]
+        with np.errstate(all="ignore"):        # huge entries overflow to inf: not rigid either
+            rigid = (np.allclose(R @ R.T, np.eye(3), atol=RIGID_TOLERANCE)
+                     and abs(np.linalg.det(R) - 1.0) <= RIGID_TOLERANCE and np.array_equal(T[3], [0, 0, 0, 1]))
+        if not rigid:
+            raise CalibrationError("calibration_not_rigid", f"{where}: T_ego_from_camera is not a rigid transform "
+                                   f"(rotation orthonormal with det +1, last row 0 0 0 1)")
+        if np.abs(T[:3, 3]).max() > MAX_TRANSLATION_M:
+            raise CalibrationError("calibration_not_rigid", f"{where}: camera position {T[:3, 3]} is more than "
+                                   f"{MAX_TRANSLATION_M:g} m from the ego origin")
+        if len(dist) not in (0, 4, 5, 8):
+            raise CalibrationError("calibration_distortion", f"{where}: expected 0, 4, 5 or 8 distortion "
+                                   f"coefficients, got {len(dist)}")
 
 
 @dataclass(frozen=True)
@@ -159,7 +224,7 @@ def parse_camera(d: dict, where: str) -> CameraConfig:
         width, height = int(d["width"]), int(d["height"])
     except (TypeError, ValueError):
         raise ConfigError(f"{where}: width and height must be integers") from None
-    if not (8 <= width <= 16384 and 8 <= height <= 16384):
+    if not (8 <= width <= MAX_IMAGE_SIDE and 8 <= height <= MAX_IMAGE_SIDE):
         raise ConfigError(f"{where}: image size {width}x{height} is out of range")
     if ("K" in d) == ("hfov_deg" in d):
         raise ConfigError(f"{where}: give exactly one of K or hfov_deg")
@@ -192,7 +257,9 @@ def parse_camera(d: dict, where: str) -> CameraConfig:
     dist = tuple(float(x) for x in (d.get("distortion") or ()))
     if len(dist) not in (0, 4, 5, 8):
         raise ConfigError(f"{where}.distortion: expected 0, 4, 5 or 8 coefficients, got {len(dist)}")
-    return CameraConfig(name=name, width=width, height=height, K=K, T_ego_from_camera=T, distortion=dist)
+    cam = CameraConfig(name=name, width=width, height=height, K=K, T_ego_from_camera=T, distortion=dist)
+    cam.validate(where)
+    return cam
 
 
 def read_yaml(path: str | Path, what: str):
@@ -263,6 +330,9 @@ class FusionNodeConfig:
     min_cameras: int = 1                        # never publish a set with fewer cameras
     score_threshold: float = 0.3                # minimum detection score published
     stale_ms: float = 500.0                     # camera age above which status reports it STALE
+    max_future_ms: float = 2000.0               # reject frames stamped further ahead of the node's clock
+    max_past_ms: float = 10000.0                # reject frames stamped further behind the node's clock
+    output_stall_ms: float = 2000.0             # no output this long while cameras are fresh: status ERROR
     online_score: bool = True                   # subscribe to sim/truth and report a live mAP
     allow_random_init: bool = False             # seeded random weights when the model has none
     duration: float | None = None               # exit after this many seconds

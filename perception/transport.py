@@ -307,9 +307,11 @@ def frame_pixels(rx: Received) -> np.ndarray:
     if channels is None:
         raise MalformedMessage("bad_encoding", f"frame {h.camera_name!r} #{h.sequence}: encoding "
                                f"{h.encoding} is not one of BGR8, RGB8, MONO8")
-    if h.width == 0 or h.height == 0:
+    from perception.config import MAX_IMAGE_SIDE
+
+    if not (0 < h.width <= MAX_IMAGE_SIDE and 0 < h.height <= MAX_IMAGE_SIDE):
         raise MalformedMessage("bad_size", f"frame {h.camera_name!r} #{h.sequence}: "
-                               f"image size {h.width}x{h.height}")
+                               f"image size {h.width}x{h.height} (each side in [1, {MAX_IMAGE_SIDE}])")
     row_bytes = h.width * channels
     stride = h.row_stride or row_bytes
     if stride < row_bytes:

@@ -39,6 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-cameras", type=int, default=D.min_cameras, help="never publish a set with fewer cameras")
     p.add_argument("--score-threshold", type=float, default=D.score_threshold, help="minimum detection score published")
     p.add_argument("--stale-ms", type=float, default=D.stale_ms, help="camera age above which status reports it STALE")
+    p.add_argument("--max-future-ms", type=float, default=D.max_future_ms,
+                   help="reject frames stamped further ahead of this node's clock")
+    p.add_argument("--max-past-ms", type=float, default=D.max_past_ms,
+                   help="reject frames stamped further behind this node's clock")
+    p.add_argument("--output-stall-ms", type=float, default=D.output_stall_ms,
+                   help="status ERROR when nothing was published this long while cameras are fresh")
     p.add_argument("--no-online-score", action="store_true", default=not D.online_score,
                    help="do not subscribe to sim/truth (by default, when the simulator publishes ground truth, "
                         "status carries a live nuScenes-style mAP over the last 100 frame sets)")

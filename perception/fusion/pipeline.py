@@ -15,7 +15,7 @@ from perception.config import CameraConfig, RigConfig
 from perception.fusion.sync import FrameSet
 from perception.inputs import camera_inputs, resize_into
 from perception.runtime.base import Engine
-from perception.v1 import detections_pb2
+from perception.v1 import detections_pb2, frame_pb2
 
 
 class FrameRejected(ValueError):
@@ -24,6 +24,20 @@ class FrameRejected(ValueError):
     def __init__(self, reason: str, detail: str):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
+
+
+def to_bgr(pixels: np.ndarray, encoding: int) -> np.ndarray:
+    """(H, W, C) uint8 pixels of a frame in `encoding` -> (H, W, 3) BGR, the model's input order.
+    BGR8 is returned as is (no copy); RGB8 gets its channels swapped and MONO8 replicated into
+    three channels (copies). FrameRejected("bad_encoding") for anything else."""
+    channels = pixels.shape[2] if pixels.ndim == 3 else 0
+    if encoding == frame_pb2.PIXEL_ENCODING_BGR8 and channels == 3:
+        return pixels
+    if encoding == frame_pb2.PIXEL_ENCODING_RGB8 and channels == 3:
+        return np.ascontiguousarray(pixels[:, :, ::-1])
+    if encoding == frame_pb2.PIXEL_ENCODING_MONO8 and channels == 1:
+        return np.repeat(pixels, 3, axis=2)
+    raise FrameRejected("bad_encoding", f"encoding {encoding} with {channels} channels cannot be converted to BGR")
 
 
 @dataclass
@@ -54,13 +68,22 @@ class Preprocessor:
             self.update_calibration(cam)
 
     def update_calibration(self, cam: CameraConfig) -> None:
+        """Hold `cam` for its camera; FrameRejected("calibration_nonfinite"), and the held one
+        kept, when its model inputs are not finite in float32."""
         i = self.rig.index(cam.name)
-        self.intrinsics_inv[0, i], self.ego_from_camera[0, i] = camera_inputs(cam, self.width, self.height)
+        with np.errstate(all="ignore"):
+            k_inv, t = camera_inputs(cam, self.width, self.height)
+        if not (np.isfinite(k_inv).all() and np.isfinite(t).all()):
+            raise FrameRejected("calibration_nonfinite", f"{cam.name}: calibration {cam.calibration_id} gives "
+                                f"non-finite model inputs")
+        self.intrinsics_inv[0, i], self.ego_from_camera[0, i] = k_inv, t
         self.calibrations[cam.name] = cam
 
-    def check(self, camera: str, calibration_id: str, width: int, height: int) -> None:
-        """Raise FrameRejected when a frame does not fit the calibration held for its camera."""
-        cam = self.calibrations.get(camera)
+    def check(self, camera: str, calibration_id: str, width: int, height: int,
+              cam: CameraConfig | None = None) -> None:
+        """Raise FrameRejected when a frame does not fit the calibration held for its camera (or
+        `cam`, the calibration the frame carries)."""
+        cam = cam if cam is not None else self.calibrations.get(camera)
         if cam is None:
             raise FrameRejected("unknown_camera", f"{camera!r} is not in rig {self.rig.name!r}")
         if calibration_id and calibration_id != cam.calibration_id:
@@ -95,7 +118,26 @@ class FusionPipeline:
         self.preprocess = Preprocessor(rig, model_cfg.image_width, model_cfg.image_height)
         self.outputs_count = 0
         self.last_outputs: dict[str, np.ndarray] | None = None
+        # engine output rows never published: "box_nonfinite" (NaN/inf in a box or score),
+        # "box_bad_label" (a label the model's classes do not have)
+        self.dropped_boxes: dict[str, int] = {}
 
+    def _usable(self, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The detection outputs of batch item 0 without rows that must never be published:
+        non-finite boxes or scores, labels out of range (counted in dropped_boxes)."""
+        boxes = np.asarray(outputs["det_boxes"][0])
+        scores = np.asarray(outputs["det_scores"][0])
+        labels = np.asarray(outputs["det_labels"][0])
+        finite = np.isfinite(boxes).all(axis=-1) & np.isfinite(scores)
+        labelled = (labels >= 0) & (labels < len(self.label_values))
+        for reason, bad in (("box_nonfinite", ~finite), ("box_bad_label", finite & ~labelled)):
+            n = int(bad.sum())
+            if n:
+                self.dropped_boxes[reason] = self.dropped_boxes.get(reason, 0) + n
+        keep = finite & labelled
+        if keep.all():
+            return outputs
+        return {"det_boxes": boxes[keep][None], "det_scores": scores[keep][None], "det_labels": labels[keep][None]}
     def process(self, frameset: FrameSet, publish_ns: int | None = None) -> detections_pb2.Detections:
         """Run the model on one frame set. `frameset.frames[cam].data` must be a CameraFrame.
         publish_ns (the clock frame ages are measured against) defaults to the set's stamp, so a
@@ -106,7 +148,7 @@ class FusionPipeline:
         t1 = time.perf_counter()
         outputs = self.engine.infer(inputs)
         t2 = time.perf_counter()
-        objects = objects_from_outputs(outputs, self.label_values, self.score_threshold)
+        objects = objects_from_outputs(self._usable(outputs), self.label_values, self.score_threshold)
         t3 = time.perf_counter()
         self.last_outputs = outputs
         self.outputs_count += 1

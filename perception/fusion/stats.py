@@ -46,6 +46,11 @@ class RateMeter:
             self.stamps.popleft()
 
 
+# A forward sequence jump larger than this is a discontinuity (a restarted or misbehaving
+# camera), not that many lost frames.
+MAX_SEQUENCE_GAP = 100_000
+
+
 @dataclass
 class CameraCounters:
     received: int = 0
@@ -54,6 +59,9 @@ class CameraCounters:
     rejected: int = 0
     last_sequence: int | None = None
     last_stamp_ns: int | None = None
+    last_accept_ns: int | None = None      # node clock of the last frame that reached the sync
+    last_reject_ns: int | None = None      # node clock of the last rejected frame
+    last_reject_reason: str = ""
     rate: RateMeter = field(default_factory=RateMeter)
 
     def on_frame(self, sequence: int, stamp_ns: int, now_ns: int, superseded: int = 0) -> None:
@@ -61,14 +69,16 @@ class CameraCounters:
         one (they arrived, so they are not lost in transit)."""
         self.received += 1
         self.superseded += superseded
-        if self.last_sequence is not None and sequence > self.last_sequence + 1:
+        if self.last_sequence is not None and self.last_sequence + 1 < sequence <= self.last_sequence + MAX_SEQUENCE_GAP:
             self.lost += max(0, sequence - self.last_sequence - 1 - superseded)
-        if self.last_sequence is None or sequence > self.last_sequence:
-            self.last_sequence = sequence
-        elif sequence < self.last_sequence - 1000:   # a restarted reader starts again at 0
-            self.last_sequence = sequence
+        self.last_sequence = sequence       # also when it went back: a restarted reader starts again at 0
         self.last_stamp_ns = stamp_ns
         self.rate.tick(now_ns)
+
+    def on_reject(self, reason: str, now_ns: int) -> None:
+        self.rejected += 1
+        self.last_reject_ns = now_ns
+        self.last_reject_reason = reason
 
     @property
     def dropped(self) -> int:

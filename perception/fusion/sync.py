@@ -14,6 +14,10 @@ timeout):
 - Frames never go backwards: a frame not newer than the last frame of its camera
   (duplicate or reordered sequence/stamp), older than the last emitted set, or a straggler
   that belonged in a set already emitted without it, is rejected and counted.
+- A frame whose sequence is not above its camera's last one but whose stamp is newer is a
+  restarted camera (sequence back to 0, or a wrapped counter): accepted at once and counted
+  in `stats.restarts`. Stamps are trusted here: the node rejects frames stamped far from
+  its clock before they reach the sync.
 """
 from __future__ import annotations
 
@@ -58,6 +62,7 @@ class SyncStats:
     partial: int = 0
     dropped: int = 0                 # incomplete sets superseded by a newer emitted set
     rejected: dict[str, int] = field(default_factory=dict)   # reason -> frames
+    restarts: dict[str, int] = field(default_factory=dict)   # camera -> sequence went back (accepted)
 
     def reject(self, reason: str) -> None:
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
@@ -98,8 +103,14 @@ class ApproximateTimeSync:
             return self.poll(now_ns)
         last = self._last.get(frame.camera)
         if last is not None and (frame.sequence <= last[0] or frame.stamp_ns <= last[1]):
-            self.stats.reject("duplicate_or_reordered")
-            return self.poll(now_ns)
+            if frame.sequence <= last[0] and frame.stamp_ns > last[1]:
+                # The sequence went back with a newer stamp: the camera restarted (or its counter
+                # wrapped). Accept it at once; waiting for the sequence to pass the old one would
+                # exclude the camera for as long as it had run (forever after a 2^64-1).
+                self.stats.restarts[frame.camera] = self.stats.restarts.get(frame.camera, 0) + 1
+            else:
+                self.stats.reject("duplicate_or_reordered")
+                return self.poll(now_ns)
         if self._is_late(frame):
             self.stats.reject("late")
             return self.poll(now_ns)

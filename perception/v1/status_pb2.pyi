@@ -19,7 +19,7 @@ LEVEL_ERROR: Level
 LEVEL_STALE: Level
 
 class CameraStatus(_message.Message):
-    __slots__ = ("camera_name", "rate_hz", "age_ms", "received", "dropped", "rejected", "level")
+    __slots__ = ("camera_name", "rate_hz", "age_ms", "received", "dropped", "rejected", "level", "restarts", "message")
     CAMERA_NAME_FIELD_NUMBER: _ClassVar[int]
     RATE_HZ_FIELD_NUMBER: _ClassVar[int]
     AGE_MS_FIELD_NUMBER: _ClassVar[int]
@@ -27,6 +27,8 @@ class CameraStatus(_message.Message):
     DROPPED_FIELD_NUMBER: _ClassVar[int]
     REJECTED_FIELD_NUMBER: _ClassVar[int]
     LEVEL_FIELD_NUMBER: _ClassVar[int]
+    RESTARTS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
     camera_name: str
     rate_hz: float
     age_ms: float
@@ -34,7 +36,9 @@ class CameraStatus(_message.Message):
     dropped: int
     rejected: int
     level: Level
-    def __init__(self, camera_name: _Optional[str] = ..., rate_hz: _Optional[float] = ..., age_ms: _Optional[float] = ..., received: _Optional[int] = ..., dropped: _Optional[int] = ..., rejected: _Optional[int] = ..., level: _Optional[_Union[Level, str]] = ...) -> None: ...
+    restarts: int
+    message: str
+    def __init__(self, camera_name: _Optional[str] = ..., rate_hz: _Optional[float] = ..., age_ms: _Optional[float] = ..., received: _Optional[int] = ..., dropped: _Optional[int] = ..., rejected: _Optional[int] = ..., level: _Optional[_Union[Level, str]] = ..., restarts: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
 
 class StageStats(_message.Message):
     __slots__ = ("stage", "p50_ms", "p99_ms", "max_ms")
@@ -61,7 +65,7 @@ class EngineSwitch(_message.Message):
     def __init__(self, stamp_ns: _Optional[int] = ..., from_backend: _Optional[str] = ..., to_backend: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class NodeStatus(_message.Message):
-    __slots__ = ("node", "stamp_ns", "level", "message", "cameras", "stages", "output_rate_hz", "outputs", "sync_complete", "sync_partial", "sync_dropped", "model_name", "backend", "latency_ms_p50", "online_score", "online_score_name", "counters", "engine_switches", "latency_ms_p99", "sets_dropped_overload", "uptime_s")
+    __slots__ = ("node", "stamp_ns", "level", "message", "cameras", "stages", "output_rate_hz", "outputs", "sync_complete", "sync_partial", "sync_dropped", "model_name", "backend", "latency_ms_p50", "online_score", "online_score_name", "counters", "engine_switches", "latency_ms_p99", "sets_dropped_overload", "uptime_s", "rejected")
     class CountersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -69,6 +73,13 @@ class NodeStatus(_message.Message):
         key: str
         value: float
         def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class RejectedEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     NODE_FIELD_NUMBER: _ClassVar[int]
     STAMP_NS_FIELD_NUMBER: _ClassVar[int]
     LEVEL_FIELD_NUMBER: _ClassVar[int]
@@ -90,6 +101,7 @@ class NodeStatus(_message.Message):
     LATENCY_MS_P99_FIELD_NUMBER: _ClassVar[int]
     SETS_DROPPED_OVERLOAD_FIELD_NUMBER: _ClassVar[int]
     UPTIME_S_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_FIELD_NUMBER: _ClassVar[int]
     node: str
     stamp_ns: int
     level: Level
@@ -111,4 +123,5 @@ class NodeStatus(_message.Message):
     latency_ms_p99: float
     sets_dropped_overload: int
     uptime_s: float
-    def __init__(self, node: _Optional[str] = ..., stamp_ns: _Optional[int] = ..., level: _Optional[_Union[Level, str]] = ..., message: _Optional[str] = ..., cameras: _Optional[_Iterable[_Union[CameraStatus, _Mapping]]] = ..., stages: _Optional[_Iterable[_Union[StageStats, _Mapping]]] = ..., output_rate_hz: _Optional[float] = ..., outputs: _Optional[int] = ..., sync_complete: _Optional[int] = ..., sync_partial: _Optional[int] = ..., sync_dropped: _Optional[int] = ..., model_name: _Optional[str] = ..., backend: _Optional[str] = ..., latency_ms_p50: _Optional[float] = ..., online_score: _Optional[float] = ..., online_score_name: _Optional[str] = ..., counters: _Optional[_Mapping[str, float]] = ..., engine_switches: _Optional[_Iterable[_Union[EngineSwitch, _Mapping]]] = ..., latency_ms_p99: _Optional[float] = ..., sets_dropped_overload: _Optional[int] = ..., uptime_s: _Optional[float] = ...) -> None: ...
+    rejected: _containers.ScalarMap[str, int]
+    def __init__(self, node: _Optional[str] = ..., stamp_ns: _Optional[int] = ..., level: _Optional[_Union[Level, str]] = ..., message: _Optional[str] = ..., cameras: _Optional[_Iterable[_Union[CameraStatus, _Mapping]]] = ..., stages: _Optional[_Iterable[_Union[StageStats, _Mapping]]] = ..., output_rate_hz: _Optional[float] = ..., outputs: _Optional[int] = ..., sync_complete: _Optional[int] = ..., sync_partial: _Optional[int] = ..., sync_dropped: _Optional[int] = ..., model_name: _Optional[str] = ..., backend: _Optional[str] = ..., latency_ms_p50: _Optional[float] = ..., online_score: _Optional[float] = ..., online_score_name: _Optional[str] = ..., counters: _Optional[_Mapping[str, float]] = ..., engine_switches: _Optional[_Iterable[_Union[EngineSwitch, _Mapping]]] = ..., latency_ms_p99: _Optional[float] = ..., sets_dropped_overload: _Optional[int] = ..., uptime_s: _Optional[float] = ..., rejected: _Optional[_Mapping[str, int]] = ...) -> None: ...
