@@ -32,9 +32,9 @@ from pathlib import Path
 import yaml
 import zmq
 import zmq.auth
+from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils import z85
 from zmq.utils.monitor import recv_monitor_message
-from zmq.auth.thread import ThreadAuthenticator
 
 from perception import transport
 
@@ -223,8 +223,9 @@ class Curve:
             sock.setsockopt_string(zmq.ZAP_DOMAIN, ZAP_DOMAIN)
         self._monitor(sock, "server" if server else "client")
 
-    _FAILED = {zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "no detail", zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "protocol",
-               zmq.EVENT_HANDSHAKE_FAILED_AUTH: "authentication"}
+    _FAILED: dict[int, str] = {int(zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL): "no detail",
+                               int(zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL): "protocol",
+                               int(zmq.EVENT_HANDSHAKE_FAILED_AUTH): "authentication"}
 
     def _monitor(self, sock: zmq.Socket, role: str) -> None:
         """Count the socket's failed handshakes (a peer without a key, a wrong key, a refusal)."""
@@ -257,7 +258,7 @@ class Curve:
                     self._last_log[endpoint] = now
                     log.warning("%s %s: CurveZMQ handshake failed (%s, errno %s): a peer without an allowed key "
                                 "or the expected server key (%d refused so far)", role, endpoint,
-                                self._FAILED.get(kind, kind), event["value"], refused)
+                                self._FAILED.get(int(kind), str(kind)), event["value"], refused)
         except zmq.ZMQError:
             return
         finally:
@@ -320,3 +321,35 @@ def install(directory: str | Path | None, identity: str) -> Curve | None:
     transport.set_security_hook(curve, curve.before_connect)
     log.info("CurveZMQ on: identity %s, keys %s", identity, Path(directory).expanduser())
     return curve
+
+
+def rig_keys(directory: str | Path, rig_path: str | Path | None = None, *, force: bool = False) -> list[str]:
+    """create_keys() for the cameras of a rig and the default endpoints (perception keys)."""
+    from perception import config
+
+    rig = config.load_rig(rig_path or config.DEFAULT_RIG)
+    names = [c.name for c in rig.cameras]
+    endpoints = {config.camera_endpoint(i): camera_identity(n) for i, n in enumerate(names)}
+    endpoints[config.FUSION_ENDPOINT] = NODE
+    return create_keys(directory, names, endpoints, force=force)
+
+
+def ensure_keys(directory: str | Path, rig_path: str | Path | None = None) -> None:
+    """Create the rig's keys unless the directory has them; safe when several processes start
+    together (a file lock: one creates, the others wait and then load)."""
+    import fcntl
+
+    d = Path(directory).expanduser()
+    d.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with open(d / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (d / ENDPOINTS_FILE).exists():
+            rig_keys(d, rig_path)
+
+
+def max_message_size(rig_path: str | Path | None = None, margin: int = 64 * 1024) -> int:
+    """The largest message part a subscriber of this rig needs: its largest BGR frame plus margin."""
+    from perception import config
+
+    rig = config.load_rig(rig_path or config.DEFAULT_RIG)
+    return max(c.width * c.height * 3 for c in rig.cameras) + margin

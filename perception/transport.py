@@ -177,7 +177,11 @@ def _make_socket(context: zmq.Context, socket_type: int, *, hwm: int, server: bo
         # but runs with PERCEPTION_KEYS set: it connects as the "tools" client.
         from perception import security
 
-        security.install(os.environ[KEYS_ENV], security.TOOLS)
+        try:
+            security.install(os.environ[KEYS_ENV], security.TOOLS)
+        except security.SecurityError as e:
+            sock.close(linger=0)
+            raise TransportError(errno.EACCES, f"{KEYS_ENV}: {e}") from None
     if _security_hook is not None:
         try:
             _security_hook(sock, server)

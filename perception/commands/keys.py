@@ -32,15 +32,12 @@ def main(argv: list[str] | None = None) -> int:
     except config.ConfigError as e:
         print(f"perception keys: {e}", file=sys.stderr)
         return 2
-    names = [c.name for c in rig.cameras]
-    endpoints = {config.camera_endpoint(i): security.camera_identity(n) for i, n in enumerate(names)}
-    endpoints[config.FUSION_ENDPOINT] = security.NODE
     try:
-        created = security.create_keys(args.dir, names, endpoints, force=args.force)
+        created = security.rig_keys(args.dir, args.rig, force=args.force)
     except (OSError, security.SecurityError) as e:
         print(f"perception keys: {e}", file=sys.stderr)
         return 1
-    kept = len(names) + 2 - len(created)
+    kept = len(rig.cameras) + 2 - len(created)
     print(f"{args.dir}: created {len(created)} key pair(s){' (' + ', '.join(created) + ')' if created else ''}, "
           f"kept {kept}; allow-list {args.dir}/{security.ALLOWED_DIR}, endpoints {args.dir}/{security.ENDPOINTS_FILE}")
     return 0
