@@ -107,7 +107,6 @@ def test_client_without_an_allowed_key_receives_nothing_and_is_counted(ctx, keys
     if client == "key not allowed":
         assert camera.stats()["refused_by_allow_list"] >= 1
     assert camera.stats()["accepted"] == 0
-    assert transport.security_stats() != {} or client == "no key"
 
 
 def test_rogue_publisher_without_the_camera_secret_is_not_accepted(ctx, keys, tmp_path):
@@ -193,3 +192,57 @@ def test_perception_keys_writes_private_secrets(tmp_path, capsys):
     (d / "node.key_secret").chmod(0o644)
     with pytest.raises(security.SecurityError, match="readable by others"):
         security.load_curve(d, security.NODE)
+
+
+def test_perception_keys_env_secures_a_process_that_configures_nothing(ctx, keys, monkeypatch):
+    """The launcher's summary line: no --keys of its own, PERCEPTION_KEYS set: it connects as the
+    tools client, which the camera's allow-list accepts."""
+    camera = use(ctx, keys, "camera-front")
+    with Publisher(TCP_ANY, context=ctx) as pub:
+        transport.set_security_hook(None)
+        (keys / security.ENDPOINTS_FILE).write_text(f"{pub.endpoint}: camera-front\n")
+        monkeypatch.setenv(security.KEYS_ENV, str(keys))
+        with Subscriber(pub.endpoint, ["status/x"], context=ctx) as sub:
+            assert "refused" in transport.security_stats()      # the env installed a hook
+            assert pub.wait_for_subscriber(5.0)
+            assert publish_until_received(pub, sub) is not None
+    assert camera.stats()["accepted"] >= 1
+    transport.set_security_hook(None)
+    monkeypatch.setenv(security.KEYS_ENV, str(keys / "missing"))
+    with pytest.raises(transport.TransportError, match="PERCEPTION_KEYS"):
+        Subscriber(pub.endpoint, ["status/x"], context=ctx)
+
+
+def test_secured_camera_process_serves_allowed_clients_only(ctx, tmp_path):
+    """`perception camera --keys DIR --create-keys` as a real process: the node's key receives its
+    frames, a subscriber without a key receives none."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    endpoint = f"tcp://127.0.0.1:{port}"
+    keys = tmp_path / "keys"
+    security.rig_keys(keys)
+    (keys / security.ENDPOINTS_FILE).write_text(f"{endpoint}: camera-front\n")
+    proc = subprocess.Popen([sys.executable, "-m", "perception.cli", "camera", "--name", "front", "--endpoint",
+                             endpoint, "--rate", "20", "--count", "2000", "--keys", str(keys), "--create-keys"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        transport.set_security_hook(None)
+        with Subscriber(endpoint, ["camera/front"], context=ctx) as plain:
+            use(ctx, keys, security.NODE)
+            with Subscriber(endpoint, ["camera/front"], context=ctx) as node:
+                rx = node.recv(timeout_ms=60_000)
+                assert rx is not None and rx.msg.camera_name == "front"
+                assert transport.frame_pixels(rx).shape[2] == 3
+                assert node.recv(timeout_ms=5_000) is not None
+                assert plain.recv(timeout_ms=0) is None and plain.stats == {}
+        assert proc.poll() is None
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert "CurveZMQ on: identity camera-front" in err
+    assert "handshake failed" in err       # the plain subscriber, refused and logged by the camera
