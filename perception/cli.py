@@ -13,6 +13,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "fuse": ("perception.commands.fuse", "run the fusion node: sync cameras, run the model, publish detections"),
     "echo": ("perception.commands.echo", "print the messages of a topic (--json for one JSON object per line)"),
     "hz": ("perception.commands.hz", "measure the rate of a topic"),
+    "keys": ("perception.commands.keys", "create CurveZMQ key pairs (node, cameras, tools) and the allow-list: run with --keys DIR"),
     "train": ("perception.commands.train", "train the BEV ViT on the simulated world (checkpoints, resume)"),
     "eval": ("perception.commands.eval", "nuScenes-style metrics of a model on simulated test scenes"),
     "render": ("perception.commands.render", "render the simulated world into the rig's cameras (PNG) and time the renderer"),

@@ -22,12 +22,21 @@ full. ``drain_latest()`` then returns the newest message per topic; everything i
 counted as superseded. The ZeroMQ queues stay short, so their tail-drop only happens when the
 subscriber process is stalled as a whole.
 
-CurveZMQ later: every socket is created by ``_make_socket``, which calls the security hook
-(``set_security_hook``) before bind/connect; callers need no change.
+Security (docs/security.md)
+--------------------------
+Every socket is created by ``_make_socket``, which calls the security hook (``set_security_hook``;
+perception.security installs CurveZMQ there) before bind/connect, and every connect asks the
+hook's ``before_connect`` for the public key the server at that endpoint must prove it holds.
+Without a hook, binding or connecting to a TCP endpoint that is not loopback is refused unless
+``allow_insecure(True)`` was called (``--insecure``). Every subscriber sets ``zmq.MAXMSGSIZE``
+(``set_max_message_size``; default ``DEFAULT_MAX_MSG_SIZE``): ZeroMQ drops the connection of a
+peer that announces a larger message part before allocating it.
 """
 from __future__ import annotations
 
 import collections
+import errno
+import ipaddress
 import logging
 import os
 import threading
@@ -46,7 +55,8 @@ from perception.v1 import calibration_pb2, detections_pb2, frame_pb2, status_pb2
 log = logging.getLogger(__name__)
 
 __all__ = ["Publisher", "Subscriber", "Received", "TopicStats", "MalformedMessage", "TransportError",
-           "frame_pixels", "type_name", "message_class", "set_security_hook"]
+           "frame_pixels", "type_name", "message_class", "set_security_hook", "security_stats",
+           "allow_insecure", "set_max_message_size", "is_loopback", "DEFAULT_MAX_MSG_SIZE"]
 
 # Bytes per pixel of each encoding (PIXEL_ENCODING_UNSPECIFIED is not accepted).
 _CHANNELS = {
@@ -82,17 +92,67 @@ class TransportError(zmq.ZMQError):
 # --------------------------------------------------------------------------- socket creation
 
 SecurityHook = Callable[[zmq.Socket, bool], None]
+ConnectHook = Callable[[zmq.Socket, str], None]
 _security_hook: SecurityHook | None = None
+_connect_hook: ConnectHook | None = None
+_insecure_allowed = False
+KEYS_ENV = "PERCEPTION_KEYS"        # directory of keys (perception.security); turns security on
+
+# The largest message part a subscriber accepts unless set_max_message_size() says otherwise:
+# a 4K BGR frame (3840 x 2160 x 3 = 24.9 MB) plus room for headers.
+DEFAULT_MAX_MSG_SIZE = 32 * 1024 * 1024
+_max_msg_size = DEFAULT_MAX_MSG_SIZE
 
 
-def set_security_hook(hook: SecurityHook | None) -> None:
-    """Install ``hook(socket, is_server)``, called on every new socket before bind/connect.
+def set_security_hook(hook: SecurityHook | None, before_connect: ConnectHook | None = None) -> None:
+    """Install ``hook(socket, is_server)``, called on every new socket before bind/connect, and
+    ``before_connect(socket, endpoint)``, called before each connect (CurveZMQ's server key is
+    per connection: libzmq copies the socket's options when connect() is called).
 
-    This is where CurveZMQ goes: for a server (binding publisher) set ``curve_server = True`` and
-    ``curve_secretkey``; for a client set ``curve_serverkey``, ``curve_publickey`` and
-    ``curve_secretkey`` (and start a ``zmq.auth`` authenticator for the allowed keys)."""
-    global _security_hook
+    perception.security.Curve is such a hook: for a server (binding publisher) it sets
+    ``curve_server`` and the secret key and runs a ZAP authenticator with the allowed client keys;
+    for a client it sets the client's key pair, and per connect the server's public key."""
+    global _security_hook, _connect_hook
     _security_hook = hook
+    _connect_hook = before_connect
+
+
+def security_stats() -> dict[str, int]:
+    """Counters of the installed security hook (e.g. ``{"refused": 3, "accepted": 2}``), or {}."""
+    stats = getattr(_security_hook, "stats", None)
+    return dict(stats()) if callable(stats) else {}
+
+
+def allow_insecure(allowed: bool = True) -> None:
+    """Allow sockets without security on endpoints other than loopback/ipc/inproc (``--insecure``)."""
+    global _insecure_allowed
+    _insecure_allowed = allowed
+
+
+def set_max_message_size(nbytes: int | None) -> None:
+    """The largest message part new subscribers of this process accept (None: the default)."""
+    global _max_msg_size
+    if nbytes is not None and nbytes < 1024:
+        raise ValueError(f"maximum message size {nbytes} is too small")
+    _max_msg_size = DEFAULT_MAX_MSG_SIZE if nbytes is None else int(nbytes)
+
+
+def is_loopback(endpoint: str) -> bool:
+    """True for endpoints only this machine can reach: ipc, inproc, tcp on a loopback address."""
+    if endpoint.startswith(("ipc://", "inproc://")):
+        return True
+    if not endpoint.startswith("tcp://"):
+        return False
+    host = endpoint[len("tcp://"):].rsplit(":", 1)[0]
+    if ";" in host:                     # "tcp://source_addr;host:port": the destination counts
+        host = host.split(";", 1)[1]
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False                    # "*", an interface name or a host name
 
 
 # Subscriptions travel upstream as messages (SUB -> XPUB) through the same bounded pipes as
@@ -110,8 +170,24 @@ def _make_socket(context: zmq.Context, socket_type: int, *, hwm: int, server: bo
     data_out = socket_type in (zmq.PUB, zmq.XPUB)
     sock.setsockopt(zmq.SNDHWM, hwm if data_out else _CONTROL_HWM)
     sock.setsockopt(zmq.RCVHWM, _CONTROL_HWM if data_out else hwm)
+    if socket_type in (zmq.SUB, zmq.XSUB):
+        sock.setsockopt(zmq.MAXMSGSIZE, _max_msg_size)
+    if _security_hook is None and os.environ.get(KEYS_ENV):
+        # A process that did not configure security itself (the launcher's summary, a script)
+        # but runs with PERCEPTION_KEYS set: it connects as the "tools" client.
+        from perception import security
+
+        try:
+            security.install(os.environ[KEYS_ENV], security.TOOLS)
+        except security.SecurityError as e:
+            sock.close(linger=0)
+            raise TransportError(errno.EACCES, f"{KEYS_ENV}: {e}") from None
     if _security_hook is not None:
-        _security_hook(sock, server)
+        try:
+            _security_hook(sock, server)
+        except BaseException:
+            sock.close(linger=0)
+            raise
     return sock
 
 
@@ -125,6 +201,15 @@ def _ensure_ipc_dir(endpoint: str) -> None:
 def _attach(sock: zmq.Socket, endpoint: str, bind: bool) -> None:
     """bind or connect, turning ZeroMQ's terse errors into ones that name the endpoint."""
     verb = "bind" if bind else "connect"
+    if _security_hook is None and not _insecure_allowed and not is_loopback(endpoint):
+        raise TransportError(errno.EACCES, f"cannot {verb} {endpoint!r} without security: it is not a "
+                             f"loopback endpoint (give --keys DIR or set PERCEPTION_KEYS; --insecure "
+                             f"allows it, docs/security.md)")
+    if not bind and _connect_hook is not None:
+        try:
+            _connect_hook(sock, endpoint)
+        except ValueError as e:
+            raise TransportError(errno.EACCES, f"cannot {verb} {endpoint!r}: {e}") from None
     try:
         if bind:
             _ensure_ipc_dir(endpoint)

@@ -41,3 +41,32 @@ def quiet_broken_pipe() -> None:
         os.dup2(devnull, sys.stdout.fileno())
     except OSError:
         pass
+
+
+def add_security_args(p: argparse.ArgumentParser) -> None:
+    """--keys/--create-keys/--insecure (docs/security.md)."""
+    p.add_argument("--keys", metavar="DIR", default=None,
+                   help="CurveZMQ keys directory made by `perception keys`: encrypt and authenticate every "
+                        "socket (default: $PERCEPTION_KEYS; unset = security off, loopback endpoints only)")
+    p.add_argument("--create-keys", action="store_true",
+                   help="create the keys directory for --rig first if it holds no keys (development setups)")
+    p.add_argument("--insecure", action="store_true",
+                   help="allow endpoints other than loopback without --keys (anyone on the network can read "
+                        "frames and publish as a camera)")
+
+
+def apply_security(args: argparse.Namespace, identity: str, prog: str) -> bool:
+    """Turn on what the security options ask for, before any socket is made. False (after printing
+    why) when the keys cannot be used."""
+    from perception import security, transport
+
+    transport.allow_insecure(bool(getattr(args, "insecure", False)))
+    directory = security.keys_dir_from(args.keys)
+    try:
+        if directory is not None and getattr(args, "create_keys", False):
+            security.ensure_keys(directory, getattr(args, "rig", None))
+        security.install(directory, identity)
+    except (security.SecurityError, OSError) as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        return False
+    return True

@@ -5,7 +5,7 @@ import argparse
 import logging
 import sys
 
-from perception.commands._args import add_log_level, config_from_args
+from perception.commands._args import add_log_level, add_security_args, apply_security, config_from_args
 from perception.config import CAMERA_SOURCES, CameraProcessConfig
 
 log = logging.getLogger("perception.camera")
@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="publish ground truth at most this often (Hz), at the stamp of a frame: the visibility "
                         "renders behind it cost more than the frame itself")
     p.add_argument("--count", type=int, default=D.count, help="stop after this many frames")
+    add_security_args(p)
     add_log_level(p)
     return p
 
@@ -52,7 +53,10 @@ def main(argv=None) -> int:
     from perception.cameras.sources import SourceError
     from perception.config import ConfigError
     from perception.lifecycle import run_until_stopped
+    from perception.security import camera_identity
 
+    if not apply_security(args, camera_identity(args.name), "perception camera"):
+        return 2
     config = config_from(args)
     try:
         reader = CameraReader(config)

@@ -8,7 +8,7 @@ import sys
 from google.protobuf import json_format, text_format
 
 from perception import topics
-from perception.commands._args import add_endpoint_args, quiet_broken_pipe
+from perception.commands._args import add_endpoint_args, add_security_args, apply_security, quiet_broken_pipe
 
 EPILOG = """\
 examples:
@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help='topic name, e.g. detections, status/fusion, camera/front, sim/truth; '
                         'a trailing "*" matches a prefix ("camera/*")')
     add_endpoint_args(p)
+    add_security_args(p)
     p.add_argument("--json", action="store_true",
                    help='one compact JSON object per line (protobuf JSON mapping, proto field names) '
                         'plus "topic" and, when there is a payload, "payload_bytes"')
@@ -64,7 +65,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"perception echo: {e}", file=sys.stderr)
         return 2
 
-    from perception.transport import Subscriber, TransportError  # keep --help fast
+    from perception import security
+    from perception.transport import Subscriber, TransportError
+
+    if not apply_security(args, security.TOOLS, "perception echo"):
+        return 2  # keep --help fast
 
     fmt = format_json if args.json else format_text
     timeout_ms = None if args.timeout is None else max(0, int(args.timeout * 1000))

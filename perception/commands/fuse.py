@@ -5,7 +5,7 @@ import argparse
 import logging
 import sys
 
-from perception.commands._args import add_log_level, config_from_args
+from perception.commands._args import add_log_level, add_security_args, apply_security, config_from_args
 from perception.config import FusionNodeConfig
 
 log = logging.getLogger("perception.fuse")
@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-random-init", action="store_true", default=D.allow_random_init,
                    help="run with seeded random weights when the model directory has none (smoke tests)")
     p.add_argument("--duration", type=float, default=D.duration, help="exit after this many seconds")
+    add_security_args(p)
     add_log_level(p)
     return p
 
@@ -67,11 +68,17 @@ def main(argv=None) -> int:
     from perception.logs import setup_logging
 
     setup_logging(args.log_level)
+    from perception import security, transport
     from perception.config import ConfigError
     from perception.fusion.node import FusionNode
     from perception.lifecycle import run_until_stopped
 
+    if not apply_security(args, security.NODE, "perception fuse"):
+        return 2
     try:
+        # The largest camera frame of the rig plus room for its header: a bigger part is refused
+        # by ZeroMQ before it is allocated (docs/security.md).
+        transport.set_max_message_size(security.max_message_size(args.rig))
         node = FusionNode(config_from(args))
     except (ConfigError, FileNotFoundError, ValueError) as e:
         log.error("cannot start: %s", e)

@@ -8,7 +8,7 @@ import sys
 import time
 
 from perception import topics
-from perception.commands._args import add_endpoint_args, quiet_broken_pipe
+from perception.commands._args import add_endpoint_args, add_security_args, apply_security, quiet_broken_pipe
 
 EPILOG = """\
 Once per second it prints the average rate over the last --window inter-arrival periods and
@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("topic", metavar="TOPIC", help="topic name, e.g. detections, camera/front")
     add_endpoint_args(p)
+    add_security_args(p)
     p.add_argument("--window", "-w", type=int, default=10000, metavar="N",
                    help="number of inter-arrival periods the statistics use (default: %(default)s)")
     p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds (default: run until Ctrl-C)")
@@ -77,7 +78,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"perception hz: {e}", file=sys.stderr)
         return 2
 
+    from perception import security
     from perception.transport import Subscriber, TransportError
+
+    if not apply_security(args, security.TOOLS, "perception hz"):
+        return 2
 
     try:
         # Deep enough to hold a second of a fast topic: every arrival time counts.
