@@ -404,3 +404,19 @@ def test_fuzzed_input_never_escapes_and_every_input_is_accounted_for(tmp_path, m
                                                        o.size.z, o.yaw, o.score, o.velocity.x, o.velocity.y))
     finally:
         node.close()
+
+
+def test_security_refusals_reach_the_node_status(node, monkeypatch):
+    """CurveZMQ refusals counted by the installed security hook appear in NodeStatus.counters."""
+    from perception import transport
+
+    class Hook:
+        def __call__(self, sock, is_server):
+            pass
+
+        def stats(self):
+            return {"refused": 3, "accepted": 1}
+
+    monkeypatch.setattr(transport, "_security_hook", Hook())
+    counters = node.status_message().counters
+    assert counters["security_refused"] == 3 and counters["security_accepted"] == 1

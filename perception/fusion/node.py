@@ -317,6 +317,11 @@ class FusionNode:
         for reason, n in self.rejected_counts().items():
             msg.rejected[reason] = n
             msg.counters[reason] = float(n)
+        # CurveZMQ handshakes refused by this process's sockets (only when security is on)
+        from perception.transport import security_stats
+
+        for name, n in security_stats().items():
+            msg.counters[f"security_{name}"] = float(n)
         return msg
 
     def unaccounted_inputs(self) -> int:
