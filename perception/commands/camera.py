@@ -51,7 +51,8 @@ def main(argv=None) -> int:
     from perception.cameras.process import CameraReader
     from perception.cameras.sources import SourceError
     from perception.config import ConfigError
-    from perception.lifecycle import run_until_stopped
+    from perception.lifecycle import EXIT_TRANSPORT, run_until_stopped
+    from perception.transport import TransportError
 
     config = config_from(args)
     try:
@@ -59,6 +60,9 @@ def main(argv=None) -> int:
     except (ConfigError, SourceError) as e:
         log.error("camera %s cannot start: %s", config.name, e)
         return 1
+    except TransportError as e:
+        log.error("camera %s cannot start: %s", config.name, e)
+        return EXIT_TRANSPORT
 
     try:
         return run_until_stopped(reader)

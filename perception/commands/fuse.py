@@ -69,13 +69,17 @@ def main(argv=None) -> int:
     setup_logging(args.log_level)
     from perception.config import ConfigError
     from perception.fusion.node import FusionNode
-    from perception.lifecycle import run_until_stopped
+    from perception.lifecycle import EXIT_CONFIG, EXIT_TRANSPORT, run_until_stopped
+    from perception.transport import TransportError
 
     try:
         node = FusionNode(config_from(args))
+    except TransportError as e:
+        log.error("cannot start: %s", e)
+        return EXIT_TRANSPORT
     except (ConfigError, FileNotFoundError, ValueError) as e:
         log.error("cannot start: %s", e)
-        return 2
+        return EXIT_CONFIG
 
     try:
         return run_until_stopped(node)
