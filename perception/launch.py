@@ -32,6 +32,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -44,6 +45,7 @@ from perception import config as cfg
 from perception import topics
 
 log = logging.getLogger("perception.launch")
+_LOG_TIME = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d[,.]\d+ ")   # the prefix of perception's log lines
 
 
 EXIT_GAVE_UP = 1          # the launcher's exit code when it gave up on a process
@@ -240,13 +242,14 @@ class Managed:
         self.stop_cause = None
 
     def last_log_lines(self, n: int = 1) -> str:
-        """The last n non-empty lines of its log, joined with ' | ' (one line for the console)."""
+        """The last n distinct non-empty lines of its log (log-time prefix dropped), joined with ' | ':
+        one line for the console, a repeated error said once."""
         try:
             text = self.log_path.read_bytes()[-8000:].decode(errors="replace")
         except OSError:
             return ""
-        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-        return " | ".join(lines[-n:])
+        lines = [_LOG_TIME.sub("", ln.strip()) for ln in text.splitlines() if ln.strip()]
+        return " | ".join(list(dict.fromkeys(lines[-n:])))
 
     def last_log_line(self) -> str:
         return self.last_log_lines(1)

@@ -220,7 +220,7 @@ def summarize(samples, detections, llog: LauncherLog, returncode, status, args) 
 def print_table(r: dict) -> None:
     print(f"\nsoak of {r['launch']}: {r['minutes']:g} min, launcher exit {r['launcher_exit']}")
     print(f"memory 'start' = first sample after {r['warmup_s']:g} s; cpu = CPU seconds / seconds since launch "
-          "(a restarted process: since its restart)")
+          "(a restarted process: its current run only, so understated)")
     print(f"{'process':<18}{'start MiB':>10}{'end MiB':>10}{'max MiB':>10}{'growth':>10}{'cpu':>8}{'restarts':>10}")
     for name, m in r["memory"].items():
         cpu = "-" if m["cpu_share"] is None else f"{100 * m['cpu_share']:.0f}%"
