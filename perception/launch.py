@@ -4,19 +4,35 @@ Starts every process a launch file declares (one process per job, as openpilot's
 does), restarts one that dies with exponential backoff, stops all cleanly on Ctrl-C/SIGTERM
 and prints a one-line summary per second read from the fusion node's own topics.
 
+Supervision (docs/supervision.md):
+- children die with the launcher: each is started with the Linux parent-death signal
+  (prctl PR_SET_PDEATHSIG = SIGKILL), so even a SIGKILLed launcher leaves no child behind; where
+  prctl is missing, `perception` verbs watch their parent themselves (lifecycle.watch_parent);
+- give-up rule: `give_up_after` deaths in a row, each within `failed_start_s` of its start, and
+  the launcher gives up on that process with one line (its last log lines); a required process
+  (the default) then stops everything and the launcher exits 1, an optional one (`required:
+  false`) stays down while the rest run on, and the launcher still exits 1 at the end;
+- heartbeats: a process with `heartbeat: {endpoint, topic, timeout_s}` that has published on
+  that topic since its start and then stays silent longer than timeout_s is restarted (SIGTERM,
+  then SIGKILL after `stop_grace_s`). Restarts are counted by cause (exit, heartbeat).
+
 Launch file (YAML):
     name: sim
     monitor: tcp://127.0.0.1:5560        # fusion endpoint the summary line listens to
-    restart: {initial_backoff_s: 0.5, max_backoff_s: 10, healthy_after_s: 30}
+    restart: {initial_backoff_s: 0.5, max_backoff_s: 10, healthy_after_s: 30,
+              give_up_after: 5, failed_start_s: 10, stop_grace_s: 3}
     arguments: {camera_rate: 10}         # defaults; `perception launch --arg camera_rate=20` overrides
     processes:
-      - {name: cam_front, args: [camera, --name, front, --rate, "{camera_rate}"]}  # a `perception` verb
-      - {name: tool, cmd: [/usr/bin/env, true]}                                    # or any command
+      - {name: cam_front, args: [camera, --name, front, --rate, "{camera_rate}"],  # a `perception` verb
+         heartbeat: {endpoint: "tcp://127.0.0.1:5550", topic: camera/front, timeout_s: 5}}
+      - {name: tool, cmd: [/usr/bin/env, true], required: false}                   # or any command
 """
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -29,6 +45,17 @@ from perception import config as cfg
 from perception import topics
 
 log = logging.getLogger("perception.launch")
+_LOG_TIME = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d[,.]\d+ ")   # the prefix of perception's log lines
+
+
+EXIT_GAVE_UP = 1          # the launcher's exit code when it gave up on a process
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    endpoint: str           # where the process publishes
+    topic: str              # a topic it publishes regularly (unique to it)
+    timeout_s: float        # silence longer than this, after a first message, restarts it
 
 
 @dataclass(frozen=True)
@@ -36,6 +63,8 @@ class ProcessSpec:
     name: str
     command: list[str]
     nice: int = 0          # CPU priority offset (0-19): lower-priority helpers, e.g. simulated cameras
+    heartbeat: Heartbeat | None = None
+    required: bool = True  # giving up on it stops the whole launch
 
 
 @dataclass(frozen=True)
@@ -46,6 +75,26 @@ class LaunchConfig:
     initial_backoff_s: float = 0.5
     max_backoff_s: float = 10.0
     healthy_after_s: float = 30.0
+    give_up_after: int = 5          # this many failed starts in a row: give up on the process
+    failed_start_s: float = 10.0    # a death within this many seconds of its start is a failed start
+    stop_grace_s: float = 3.0       # heartbeat restarts: SIGTERM, then SIGKILL after this long
+
+
+def _heartbeat(raw, values: dict[str, str], where: str) -> Heartbeat | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or not {"endpoint", "topic"} <= set(raw) or set(raw) - {"endpoint", "topic",
+                                                                                       "timeout_s"}:
+        raise cfg.ConfigError(f"{where}: 'heartbeat' must be a mapping with 'endpoint', 'topic' and optionally "
+                              f"'timeout_s', got {raw!r}")
+    endpoint, topic = _substitute([str(raw["endpoint"]), str(raw["topic"])], values, where)
+    try:
+        timeout = float(raw.get("timeout_s", 5.0))
+    except (TypeError, ValueError):
+        timeout = -1.0
+    if not timeout > 0:
+        raise cfg.ConfigError(f"{where}: heartbeat 'timeout_s' must be a positive number, got {raw.get('timeout_s')!r}")
+    return Heartbeat(endpoint, topic, timeout)
 
 
 def _substitute(argv: list[str], values: dict[str, str], where: str) -> list[str]:
@@ -89,15 +138,68 @@ def load_launch(path: str | Path, overrides: dict[str, str] | None = None) -> La
         nice = p.get("nice", 0)
         if not isinstance(nice, int) or not 0 <= nice <= 19:
             raise cfg.ConfigError(f"{where}: 'nice' must be an integer 0-19, got {nice!r}")
-        specs.append(ProcessSpec(str(p["name"]), command, nice))
+        required = p.get("required", True)
+        if not isinstance(required, bool):
+            raise cfg.ConfigError(f"{where}: 'required' must be true or false, got {required!r}")
+        specs.append(ProcessSpec(str(p["name"]), command, nice, _heartbeat(p.get("heartbeat"), values, where),
+                                 required))
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         raise cfg.ConfigError(f"{path}: process names must be unique")
+    beats = [s.heartbeat.topic for s in specs if s.heartbeat is not None]
+    if len(set(beats)) != len(beats):
+        raise cfg.ConfigError(f"{path}: heartbeat topics must be unique (one process each)")
     restart = data.get("restart") or {}
+    if not isinstance(restart, dict):
+        raise cfg.ConfigError(f"{path}: 'restart' must be a mapping")
+    give_up = restart.get("give_up_after", 5)
+    if not isinstance(give_up, int) or give_up < 1:
+        raise cfg.ConfigError(f"{path}: restart.give_up_after must be an integer >= 1, got {give_up!r}")
     return LaunchConfig(name=str(data.get("name", path.stem)), processes=specs, monitor=data.get("monitor"),
                         initial_backoff_s=float(restart.get("initial_backoff_s", 0.5)),
                         max_backoff_s=float(restart.get("max_backoff_s", 10.0)),
-                        healthy_after_s=float(restart.get("healthy_after_s", 30.0)))
+                        healthy_after_s=float(restart.get("healthy_after_s", 30.0)),
+                        give_up_after=give_up,
+                        failed_start_s=float(restart.get("failed_start_s", 10.0)),
+                        stop_grace_s=float(restart.get("stop_grace_s", 3.0)))
+
+
+# --------------------------------------------------------------------------- parent-death signal
+
+PR_SET_PDEATHSIG = 1
+
+
+def _load_prctl():
+    """libc's prctl, looked up in the launcher (not in the forked child), or None off Linux."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_prctl = _load_prctl()
+
+
+def _child_setup(launcher_pid: int):
+    """The preexec_fn of every child: own process group, and SIGKILL when the launcher dies.
+
+    The parent-death signal fires when the thread that forked the child ends: children are
+    started only from the launcher's main thread. Race: the launcher may die between fork and
+    prctl; then the child is already re-parented and exits at once."""
+    prctl = _prctl
+
+    def setup() -> None:
+        os.setpgid(0, 0)
+        if prctl is not None:
+            prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            if os.getppid() != launcher_pid:
+                os._exit(1)
+    return setup
 
 
 @dataclass
@@ -106,34 +208,80 @@ class Managed:
     log_path: Path
     proc: subprocess.Popen | None = None
     started: float = 0.0
+    started_ns: int = 0
     restarts: int = 0
+    restarts_by_cause: dict[str, int] = field(default_factory=dict)
     backoff: float = 0.0
     restart_at: float | None = None
+    failed_starts: int = 0                 # deaths in a row within failed_start_s of their start
+    gave_up: bool = False
+    kill_at: float | None = None           # heartbeat restart: SIGKILL at this time if still alive
+    stop_cause: str | None = None          # why the launcher stopped it ("heartbeat"), None: it died
+    restart_cause: str = "exit"            # counted when the restart happens
     log_file: object = field(default=None, repr=False)
 
     def start(self) -> None:
         self.log_file = open(self.log_path, "ab", buffering=0)
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+        if _prctl is None:         # no parent-death signal here: perception verbs watch their parent
+            env["PERCEPTION_WATCH_PARENT"] = str(os.getpid())
         # Own process group: a Ctrl-C in the terminal reaches only the launcher, which stops children
         # in order. Same session as the launcher: Linux schedules a session as one autogroup, so a
         # child's nice value counts against its siblings (in sessions of their own it would not).
-        group = {"process_group": 0} if sys.version_info >= (3, 11) else {"preexec_fn": os.setpgrp}
         self.proc = subprocess.Popen(self.spec.command, stdout=self.log_file, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, env=env, **group)
+                                     stdin=subprocess.DEVNULL, env=env, preexec_fn=_child_setup(os.getpid()))
         if self.spec.nice:
             try:
                 os.setpriority(os.PRIO_PROCESS, self.proc.pid, self.spec.nice)
             except OSError as e:
                 log.warning("%s: cannot set nice %d (%s)", self.spec.name, self.spec.nice, e)
         self.started = time.monotonic()
+        self.started_ns = time.time_ns()
         self.restart_at = None
+        self.kill_at = None
+        self.stop_cause = None
 
-    def last_log_line(self) -> str:
+    def last_log_lines(self, n: int = 1) -> str:
+        """The last n distinct non-empty lines of its log (log-time prefix dropped), joined with ' | ':
+        one line for the console, a repeated error said once."""
         try:
-            lines = self.log_path.read_bytes()[-4000:].decode(errors="replace").strip().splitlines()
-            return lines[-1] if lines else ""
+            text = self.log_path.read_bytes()[-8000:].decode(errors="replace")
         except OSError:
             return ""
+        lines = [_LOG_TIME.sub("", ln.strip()) for ln in text.splitlines() if ln.strip()]
+        return " | ".join(list(dict.fromkeys(lines[-n:])))
+
+    def last_log_line(self) -> str:
+        return self.last_log_lines(1)
+
+    def count_restart(self, cause: str) -> None:
+        self.restarts += 1
+        self.restarts_by_cause[cause] = self.restarts_by_cause.get(cause, 0) + 1
+
+
+class Heartbeats:
+    """One Subscriber over every heartbeat endpoint; `last_ns(topic)` is the receipt time of the
+    newest message of that topic (0: none yet). Queued messages are dropped as they come."""
+
+    def __init__(self, specs: list[ProcessSpec]):
+        from perception.transport import Subscriber
+
+        beats = [s.heartbeat for s in specs if s.heartbeat is not None]
+        self.sub = None
+        if beats:
+            endpoints = list(dict.fromkeys(b.endpoint for b in beats))
+            self.sub = Subscriber(endpoints, [b.topic for b in beats], rcvhwm=1)
+
+    def poll(self) -> dict[str, int]:
+        """topic -> receipt time (time.time_ns) of its newest message; absent: none yet."""
+        if self.sub is None:
+            return {}
+        self.sub.drain_latest(timeout_ms=0)        # release the buffers (frames can be large)
+        return {t: st.last_recv_ns for t, st in self.sub.stats.items()}
+
+    def close(self) -> None:
+        if self.sub is not None:
+            self.sub.close()
 
 
 class Summary:
@@ -245,9 +393,19 @@ class Launcher:
         self.procs = [Managed(s, log_dir / f"{s.name}.log") for s in launch.processes]
         self.quiet = quiet
         self.stopping = False
+        self.gave_up: list[str] = []
+
+    def restart_counts(self) -> dict[str, int]:
+        """Restarts of all processes by cause: exit (it died), heartbeat (it went silent)."""
+        out: dict[str, int] = {}
+        for m in self.procs:
+            for cause, n in m.restarts_by_cause.items():
+                out[cause] = out.get(cause, 0) + n
+        return out
 
     def run(self, duration: float | None) -> int:
         summary = Summary(self.launch.monitor) if self.launch.monitor else None
+        self.heartbeats = Heartbeats(self.launch.processes)
         for m in self.procs:
             m.start()
             log.info("started %-16s pid %-7d log %s", m.spec.name, m.proc.pid, m.log_path)
@@ -274,48 +432,104 @@ class Launcher:
                 time.sleep(0.05)
         finally:
             self.stop_all()
+            self.heartbeats.close()
             if summary is not None:
                 summary.poll()
                 log.info("%s", summary.closing_line(time.monotonic() - t0, t0_ns))
                 summary.close()
-        return 0
+            counts = self.restart_counts()
+            log.info("restarts: %d (%s)%s", sum(counts.values()),
+                     ", ".join(f"{c} {n}" for c, n in sorted(counts.items())) or "none",
+                     f"; gave up on {', '.join(self.gave_up)}" if self.gave_up else "")
+        return EXIT_GAVE_UP if self.gave_up else 0
 
     def _watch(self) -> None:
         now = time.monotonic()
+        beats = self.heartbeats.poll()
         for m in self.procs:
             if m.proc is not None and m.proc.poll() is not None:
-                code = m.proc.returncode
-                up = now - m.started
-                m.backoff = self.launch.initial_backoff_s if up > self.launch.healthy_after_s or not m.backoff \
-                    else min(m.backoff * 2, self.launch.max_backoff_s)
-                m.restart_at = now + m.backoff
-                m.proc = None
-                m.log_file.close()
-                log.warning("%s exited with code %s after %.1f s; restarting in %.1f s (last log line: %s)",
-                            m.spec.name, code, up, m.backoff, m.last_log_line() or "-")
-            elif m.proc is None and m.restart_at is not None and now >= m.restart_at:
-                m.restarts += 1
+                self._on_exit(m, now)
+            elif m.proc is not None:
+                self._check_heartbeat(m, now, beats)
+            elif m.restart_at is not None and now >= m.restart_at:
+                m.count_restart(m.restart_cause)
                 m.start()
                 log.info("restarted %s (pid %d, restart %d)", m.spec.name, m.proc.pid, m.restarts)
+
+    def _on_exit(self, m: Managed, now: float) -> None:
+        code = m.proc.returncode
+        up = now - m.started
+        m.proc = None
+        m.log_file.close()
+        cause = m.stop_cause or "exit"
+        if cause == "exit" and up < self.launch.failed_start_s:
+            m.failed_starts += 1
+        elif cause == "exit":
+            m.failed_starts = 0
+        if m.failed_starts >= self.launch.give_up_after:
+            m.gave_up = True
+            self.gave_up.append(m.spec.name)
+            log.error("%s: giving up after %d failed starts in a row (exit code %s, each within %.0f s of its "
+                      "start): %s", m.spec.name, m.failed_starts, code, self.launch.failed_start_s,
+                      m.last_log_lines(3) or "no output")
+            if m.spec.required:
+                log.error("%s is required: stopping everything", m.spec.name)
+                self.stopping = True
+            return
+        m.backoff = self.launch.initial_backoff_s if up > self.launch.healthy_after_s or not m.backoff \
+            else min(m.backoff * 2, self.launch.max_backoff_s)
+        m.restart_at = now + m.backoff
+        m.restart_cause = cause
+        if cause == "exit":
+            log.warning("%s exited with code %s after %.1f s; restarting in %.1f s (last log line: %s)",
+                        m.spec.name, code, up, m.backoff, m.last_log_line() or "-")
+
+    def _check_heartbeat(self, m: Managed, now: float, beats: dict[str, int]) -> None:
+        hb = m.spec.heartbeat
+        if m.kill_at is not None:
+            if now >= m.kill_at:
+                log.warning("%s did not stop within %.1f s of SIGTERM: killing it", m.spec.name,
+                            self.launch.stop_grace_s)
+                _signal_group(m.proc, signal.SIGKILL)
+                m.kill_at = now + 3600          # once
+            return
+        if hb is None:
+            return
+        last = beats.get(hb.topic, 0)
+        if last <= m.started_ns:
+            return                              # nothing since its start: still starting up
+        silent = (time.time_ns() - last) / 1e9
+        if silent > hb.timeout_s:
+            log.warning("%s: no heartbeat on %s for %.1f s (timeout %.1f s): restarting it (pid %d)",
+                        m.spec.name, hb.topic, silent, hb.timeout_s, m.proc.pid)
+            m.stop_cause = "heartbeat"
+            _signal_group(m.proc, signal.SIGTERM)
+            _signal_group(m.proc, signal.SIGCONT)     # a stopped process gets its SIGTERM now
+            m.kill_at = now + self.launch.stop_grace_s
 
     def stop_all(self, grace_s: float = 5.0) -> None:
         """SIGTERM every child, wait, then SIGKILL what is left."""
         live = [m for m in self.procs if m.proc is not None and m.proc.poll() is None]
         for m in live:
-            try:
-                os.killpg(m.proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+            _signal_group(m.proc, signal.SIGTERM)
+            _signal_group(m.proc, signal.SIGCONT)
         deadline = time.monotonic() + grace_s
         for m in live:
             try:
                 m.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 log.warning("%s did not stop within %.0f s: killing it", m.spec.name, grace_s)
-                os.killpg(m.proc.pid, signal.SIGKILL)
+                _signal_group(m.proc, signal.SIGKILL)
                 m.proc.wait()
         for m in self.procs:
             if m.log_file is not None:
                 m.log_file.close()
         if live:
             log.info("stopped %d processes", len(live))
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass

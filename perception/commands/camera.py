@@ -52,8 +52,9 @@ def main(argv=None) -> int:
     from perception.cameras.process import CameraReader
     from perception.cameras.sources import SourceError
     from perception.config import ConfigError
-    from perception.lifecycle import run_until_stopped
+    from perception.lifecycle import EXIT_TRANSPORT, run_until_stopped
     from perception.security import camera_identity
+    from perception.transport import TransportError
 
     if not apply_security(args, camera_identity(args.name), "perception camera"):
         return 2
@@ -63,6 +64,9 @@ def main(argv=None) -> int:
     except (ConfigError, SourceError) as e:
         log.error("camera %s cannot start: %s", config.name, e)
         return 1
+    except TransportError as e:
+        log.error("camera %s cannot start: %s", config.name, e)
+        return EXIT_TRANSPORT
 
     try:
         return run_until_stopped(reader)

@@ -71,7 +71,8 @@ def main(argv=None) -> int:
     from perception import security, transport
     from perception.config import ConfigError
     from perception.fusion.node import FusionNode
-    from perception.lifecycle import run_until_stopped
+    from perception.lifecycle import EXIT_CONFIG, EXIT_TRANSPORT, run_until_stopped
+    from perception.transport import TransportError
 
     if not apply_security(args, security.NODE, "perception fuse"):
         return 2
@@ -80,9 +81,12 @@ def main(argv=None) -> int:
         # by ZeroMQ before it is allocated (docs/security.md).
         transport.set_max_message_size(security.max_message_size(args.rig))
         node = FusionNode(config_from(args))
+    except TransportError as e:
+        log.error("cannot start: %s", e)
+        return EXIT_TRANSPORT
     except (ConfigError, FileNotFoundError, ValueError) as e:
         log.error("cannot start: %s", e)
-        return 2
+        return EXIT_CONFIG
 
     try:
         return run_until_stopped(node)

@@ -1,5 +1,8 @@
 """`perception launch [FILE]`: start the processes of a launch file and watch them
-(perception/launch.py: the launch file format, restarts with backoff, the summary line)."""
+(perception/launch.py: the launch file format, restarts with backoff, the summary line;
+docs/supervision.md: children die with the launcher, the give-up rule, heartbeats).
+
+Exit codes: 0 all ran until stopped, 1 it gave up on a process, 2 bad launch file."""
 from __future__ import annotations
 
 import argparse
@@ -17,8 +20,10 @@ log = logging.getLogger("perception.launch")
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="perception launch",
-        description="Start the processes of a launch file, restart any that dies (with backoff), stop all on "
-                    "Ctrl-C/SIGTERM, and print a one-line summary per second (detection rate, latency, drops).",
+        description="Start the processes of a launch file, restart any that dies (with backoff) or goes silent "
+                    "(heartbeat), stop all on Ctrl-C/SIGTERM, and print a one-line summary per second (detection "
+                    "rate, latency, drops). Children die with the launcher. A process that keeps failing to start "
+                    "is given up with one line and the launcher exits 1 (docs/supervision.md).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("file", nargs="?", default=str(cfg.DEFAULT_LAUNCH), help="launch file")
     p.add_argument("--arg", action="append", default=[], metavar="NAME=VALUE",
