@@ -78,6 +78,7 @@ class LaunchConfig:
     give_up_after: int = 5          # this many failed starts in a row: give up on the process
     failed_start_s: float = 10.0    # a death within this many seconds of its start is a failed start
     stop_grace_s: float = 3.0       # heartbeat restarts: SIGTERM, then SIGKILL after this long
+    keys: str | None = None         # CurveZMQ keys directory: the launcher's own sockets join as the tools client
 
 
 def _heartbeat(raw, values: dict[str, str], where: str) -> Heartbeat | None:
@@ -155,7 +156,11 @@ def load_launch(path: str | Path, overrides: dict[str, str] | None = None) -> La
     give_up = restart.get("give_up_after", 5)
     if not isinstance(give_up, int) or give_up < 1:
         raise cfg.ConfigError(f"{path}: restart.give_up_after must be an integer >= 1, got {give_up!r}")
+    keys = data.get("keys")
+    if keys is not None:
+        keys = str(Path(_substitute([str(keys)], values, f"{path}: keys")[0]).expanduser())
     return LaunchConfig(name=str(data.get("name", path.stem)), processes=specs, monitor=data.get("monitor"),
+                        keys=keys,
                         initial_backoff_s=float(restart.get("initial_backoff_s", 0.5)),
                         max_backoff_s=float(restart.get("max_backoff_s", 10.0)),
                         healthy_after_s=float(restart.get("healthy_after_s", 30.0)),
@@ -404,6 +409,13 @@ class Launcher:
         return out
 
     def run(self, duration: float | None) -> int:
+        if self.launch.keys:
+            # security on: create the rig's keys if missing (as the processes would) and make the
+            # summary and heartbeat subscribers connect as the allowed "tools" client
+            from perception import security
+
+            security.ensure_keys(self.launch.keys)
+            security.install(self.launch.keys, security.TOOLS)
         summary = Summary(self.launch.monitor) if self.launch.monitor else None
         self.heartbeats = Heartbeats(self.launch.processes)
         for m in self.procs:

@@ -246,3 +246,33 @@ def test_secured_camera_process_serves_allowed_clients_only(ctx, tmp_path):
         _, err = proc.communicate(timeout=30)
     assert "CurveZMQ on: identity camera-front" in err
     assert "handshake failed" in err       # the plain subscriber, refused and logged by the camera
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_secure_launch_file_delivers_detections_to_the_launcher_and_nothing_to_a_keyless_client(tmp_path):
+    """launch/sim_secure.yaml end to end: the launcher creates the keys, every process runs with
+    CurveZMQ, the launcher's summary (tools key) receives detections, a client without keys none."""
+    import subprocess
+    import sys
+
+    from perception.config import FUSION_ENDPOINT
+    from perception.launch import load_launch
+
+    keys = tmp_path / "keys"
+    assert load_launch("launch/sim_secure.yaml", {"keys": str(keys)}).keys == str(keys)
+    launcher = subprocess.Popen([sys.executable, "-m", "perception.cli", "launch", "launch/sim_secure.yaml",
+                                 "--duration", "25", "--arg", f"keys={keys}", "--log-dir", str(tmp_path / "logs")],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        time.sleep(10)
+        with Subscriber(FUSION_ENDPOINT, ["detections"]) as keyless:   # this test process installed no keys
+            got = keyless.recv(timeout_ms=5000)
+        assert got is None
+    finally:
+        out, _ = launcher.communicate(timeout=90)
+    assert launcher.returncode == 0, out
+    line = next(ln for ln in out.splitlines() if "detection messages in" in ln)
+    assert int(line.split("received ")[1].split()[0]) > 0, line
+    secrets = list(keys.glob("*.key_secret"))
+    assert secrets and all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in secrets)
