@@ -1,7 +1,7 @@
-"""Fuzz the fusion node's per-message path outside pytest (issue 14: >= 100,000 inputs, 0 unhandled).
+"""Fuzz the fusion node's per-message path outside pytest (target: >= 100,000 inputs, 0 unhandled).
 
-    PYTHONPATH=. python scripts/fuzz_node.py                 # 100000 inputs, seed 0
-    PYTHONPATH=. python scripts/fuzz_node.py -n 1000000 --seed 7
+    python scripts/fuzz_node.py                 # 100000 inputs, seed 0
+    python scripts/fuzz_node.py -n 1000000 --seed 7
 
 Runs the generator of perception/fusion/fuzz.py (the one the hypothesis test in
 tests/test_node_faults.py drives) into FusionNode.step, as the node's loop does with what its

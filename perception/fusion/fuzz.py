@@ -155,7 +155,9 @@ def next_input(rng: random.Random, st: FuzzState) -> Received:
         topic, h, payload = _mutate(rng, st, cam, topic, h, payload)
     buf = None
     if isinstance(payload, np.ndarray):
-        buf = memoryview(np.ascontiguousarray(payload)).cast("B")
+        # flat bytes as the wire carries them (cast("B") refuses a view with a zero in its shape)
+        buf = memoryview(np.ascontiguousarray(payload).tobytes() if payload.size == 0
+                         else np.ascontiguousarray(payload)).cast("B")
     elif payload is not None:
         buf = memoryview(payload)
     # Encode and decode like the wire does, so messages are what a subscriber could deliver.

@@ -4,7 +4,7 @@ A model directory holds `config.yaml` (this dataclass) and `model.safetensors`; 
 alone decides every tensor shape, so a checkpoint and its config can always be checked
 against each other (see weights.py).
 
-Sizes (the budget in the issue: train from scratch on 2 CPU cores in < 45 min, run >= 20
+Sizes (the budget: train from scratch on 2 CPU cores in < 45 min, run >= 20
 six-camera frame sets/s on 2 cores, ~1-2 GFLOP per frame set, < 1.5 M parameters):
 
 - 72x128 input, 8x8 patches -> 9x16 = 144 tokens per view, 864 over 6 views.
