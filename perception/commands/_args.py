@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import fields
 from typing import TypeVar
 
@@ -70,3 +72,37 @@ def apply_security(args: argparse.Namespace, identity: str, prog: str) -> bool:
         print(f"{prog}: {e}", file=sys.stderr)
         return False
     return True
+
+
+def open_topic(args: argparse.Namespace, prog: str, rcvhwm: int):
+    """The topic tools' start: endpoints for args.topic, security, a Subscriber with a receive
+    queue of `rcvhwm`. -> (subscriber, endpoints), or None after printing why (exit code 2)."""
+    from perception import security, topics
+    from perception.transport import Subscriber, TransportError
+
+    try:
+        endpoints = topics.resolve_endpoints(args.topic, args.endpoint, args.rig)
+    except (topics.UnknownTopic, ValueError) as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        return None
+    if not apply_security(args, security.TOOLS, prog):
+        return None
+    try:
+        return Subscriber(endpoints, [args.topic], rcvhwm=rcvhwm), endpoints
+    except TransportError as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        return None
+
+
+@contextmanager
+def reading(sub) -> Iterator[None]:
+    """Around a topic tool's read loop: Ctrl-C and a closed pipe (`| head`) end it quietly (the
+    caller's code after the block runs), and the subscriber is closed either way."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        pass
+    except BrokenPipeError:
+        quiet_broken_pipe()
+    finally:
+        sub.close()

@@ -7,8 +7,7 @@ import sys
 
 from google.protobuf import json_format, text_format
 
-from perception import topics
-from perception.commands._args import add_endpoint_args, add_security_args, apply_security, quiet_broken_pipe
+from perception.commands._args import add_endpoint_args, add_security_args, open_topic, reading
 
 EPILOG = """\
 examples:
@@ -59,28 +58,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.count is not None and args.count < 1:
         print("perception echo: --count must be >= 1", file=sys.stderr)
         return 2
-    try:
-        endpoints = topics.resolve_endpoints(args.topic, args.endpoint, args.rig)
-    except (topics.UnknownTopic, ValueError) as e:
-        print(f"perception echo: {e}", file=sys.stderr)
-        return 2
-
-    from perception import security
-    from perception.transport import Subscriber, TransportError
-
-    if not apply_security(args, security.TOOLS, "perception echo"):
-        return 2  # keep --help fast
-
     fmt = format_json if args.json else format_text
     timeout_ms = None if args.timeout is None else max(0, int(args.timeout * 1000))
-    try:
-        # A deeper queue than a node's: echo shows every message it can, not just the newest.
-        sub = Subscriber(endpoints, [args.topic], rcvhwm=64)
-    except TransportError as e:
-        print(f"perception echo: {e}", file=sys.stderr)
+    # A deeper queue than a node's: echo shows every message it can, not just the newest.
+    opened = open_topic(args, "perception echo", rcvhwm=64)
+    if opened is None:
         return 2
+    sub, endpoints = opened
     printed = 0
-    try:
+    with reading(sub):
         while args.count is None or printed < args.count:
             rx = sub.recv(timeout_ms)
             if rx is None:
@@ -89,14 +75,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             print(fmt(rx), flush=True)
             printed += 1
-        return 0
-    except KeyboardInterrupt:
-        return 0
-    except BrokenPipeError:
-        quiet_broken_pipe()
-        return 0
-    finally:
-        sub.close()
+    return 0
 
 
 if __name__ == "__main__":

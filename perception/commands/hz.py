@@ -7,8 +7,7 @@ import statistics
 import sys
 import time
 
-from perception import topics
-from perception.commands._args import add_endpoint_args, add_security_args, apply_security, quiet_broken_pipe
+from perception.commands._args import add_endpoint_args, add_security_args, open_topic, reading
 
 EPILOG = """\
 Once per second it prints the average rate over the last --window inter-arrival periods and
@@ -72,30 +71,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.window < 1:
         print("perception hz: --window must be >= 1", file=sys.stderr)
         return 2
-    try:
-        endpoints = topics.resolve_endpoints(args.topic, args.endpoint, args.rig)
-    except (topics.UnknownTopic, ValueError) as e:
-        print(f"perception hz: {e}", file=sys.stderr)
+    # Deep enough to hold a second of a fast topic: every arrival time counts.
+    opened = open_topic(args, "perception hz", rcvhwm=1000)
+    if opened is None:
         return 2
-
-    from perception import security
-    from perception.transport import Subscriber, TransportError
-
-    if not apply_security(args, security.TOOLS, "perception hz"):
-        return 2
-
-    try:
-        # Deep enough to hold a second of a fast topic: every arrival time counts.
-        sub = Subscriber(endpoints, [args.topic], rcvhwm=1000)
-    except TransportError as e:
-        print(f"perception hz: {e}", file=sys.stderr)
-        return 2
+    sub, endpoints = opened
     stats = RateWindow(args.window)
     start = time.monotonic()
     end = None if args.duration is None else start + args.duration
     next_print = start + 1.0
     printed_count = -1
-    try:
+    with reading(sub):
         while end is None or time.monotonic() < end:
             wake = next_print if end is None else min(next_print, end)
             rx = sub.recv(timeout_ms=max(0, int((wake - time.monotonic()) * 1000)))
@@ -106,13 +92,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(_status_line(stats, printed_count, args.topic, endpoints), flush=True)
                 printed_count = stats.count
         return 0 if stats.count else 1
-    except KeyboardInterrupt:
-        return 0
-    except BrokenPipeError:
-        quiet_broken_pipe()
-        return 0
-    finally:
-        sub.close()
+    return 0
 
 
 if __name__ == "__main__":
