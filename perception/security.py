@@ -323,6 +323,14 @@ def install(directory: str | Path | None, identity: str) -> Curve | None:
     return curve
 
 
+def _install_tools(directory: str) -> None:
+    install(directory, TOOLS)
+
+
+# transport asks this when a socket is made with no hook while PERCEPTION_KEYS is set
+transport.set_env_security(_install_tools)
+
+
 def rig_keys(directory: str | Path, rig_path: str | Path | None = None, *, force: bool = False) -> list[str]:
     """create_keys() for the cameras of a rig and the default endpoints (perception keys)."""
     from perception import config

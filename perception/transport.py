@@ -117,6 +117,17 @@ def set_security_hook(hook: SecurityHook | None, before_connect: ConnectHook | N
     _connect_hook = before_connect
 
 
+_env_security: Callable[[str], object] | None = None
+
+
+def set_env_security(installer: Callable[[str], object] | None) -> None:
+    """What a socket made with no security hook does when PERCEPTION_KEYS is set: installer(keys_dir)
+    installs a hook (perception.security registers this when imported, so transport itself never
+    imports it)."""
+    global _env_security
+    _env_security = installer
+
+
 def security_stats() -> dict[str, int]:
     """Counters of the installed security hook (e.g. ``{"refused": 3, "accepted": 2}``), or {}."""
     stats = getattr(_security_hook, "stats", None)
@@ -173,13 +184,15 @@ def _make_socket(context: zmq.Context, socket_type: int, *, hwm: int, server: bo
     if socket_type in (zmq.SUB, zmq.XSUB):
         sock.setsockopt(zmq.MAXMSGSIZE, _max_msg_size)
     if _security_hook is None and os.environ.get(KEYS_ENV):
-        # A process that did not configure security itself (the launcher's summary, a script)
-        # but runs with PERCEPTION_KEYS set: it connects as the "tools" client.
-        from perception import security
-
+        # A process that did not configure security itself (a script, the launcher's summary) but
+        # runs with PERCEPTION_KEYS set: it connects as the "tools" client through the installer
+        # perception.security registers when imported; never silently without keys.
         try:
-            security.install(os.environ[KEYS_ENV], security.TOOLS)
-        except security.SecurityError as e:
+            if _env_security is None:
+                raise ValueError("perception.security is not loaded in this process (import it, or call "
+                                 "perception.security.install)")
+            _env_security(os.environ[KEYS_ENV])
+        except ValueError as e:          # SecurityError is a ValueError
             sock.close(linger=0)
             raise TransportError(errno.EACCES, f"{KEYS_ENV}: {e}") from None
     if _security_hook is not None:

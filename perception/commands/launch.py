@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -53,6 +54,8 @@ def main(argv=None) -> int:
     except cfg.ConfigError as e:
         log.error("%s", e)
         return 2
+    if os.environ.get("PERCEPTION_KEYS") and not launch.keys:
+        from perception import security  # noqa: F401  (registers the tools-key installer PERCEPTION_KEYS asks for)
     log_dir = Path(args.log_dir) if args.log_dir else Path("out") / "logs" / launch.name
     launcher = Launcher(launch, log_dir, quiet=args.quiet)
 
