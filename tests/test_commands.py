@@ -19,7 +19,8 @@ LIBRARY_PACKAGES = ("model", "runtime", "sim", "fusion", "cameras")
 # one option each verb must list in its --help
 VERB_OPTION = {"launch": "--duration", "camera": "--name", "fuse": "--backend", "echo": "--json", "hz": "--window",
                "train": "--steps", "eval": "--scenes", "render": "--overlay", "export": "--opset",
-               "build-engine": "--dry-run", "bench": "--backends", "keys": "--dir"}
+               "build-engine": "--dry-run", "bench": "--backends", "keys": "--dir",
+               "record": "--duration", "replay": "--offline"}
 
 
 def test_every_verb_is_covered_here():

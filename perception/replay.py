@@ -1,0 +1,192 @@
+"""Offline replay of a recording (`perception replay IN.mcap --offline`, docs/recording.md): the
+recorded frames, in capture-time order, through the fusion node's synchronizer and
+FusionPipeline.process, without sockets and as fast as the engine allows.
+
+Time is the recording's: each frame is pushed into the ApproximateTimeSync with its capture stamp
+as the clock, so the frame sets (and the Detections) depend only on the file, never on the
+machine's speed. Unlike the live node, every ready set is computed (nothing is dropped for being
+older than a newer ready set). Detections carry wall-clock stage timings; everything else in them
+is a function of the file, the model and the backend.
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from perception import config as pconfig
+from perception import topics
+from perception.record import RECORDED_FRAME_TYPE, RecordedMessage, read_messages
+
+log = logging.getLogger("perception.replay")
+
+# Frames are read in file (arrival) order and released in capture order through a heap this deep.
+REORDER_DEPTH = 64
+
+
+@dataclass
+class ReplayConfig:
+    rig: str = str(pconfig.DEFAULT_RIG)
+    model: str = str(pconfig.DEFAULT_MODEL_DIR)
+    backend: str = "torch"                  # eager PyTorch: deterministic on a CPU
+    threads: int = 2
+    max_span_ms: float = pconfig.FusionNodeConfig.max_span_ms
+    timeout_ms: float = pconfig.FusionNodeConfig.timeout_ms
+    min_cameras: int = pconfig.FusionNodeConfig.min_cameras
+    score_threshold: float = pconfig.FusionNodeConfig.score_threshold
+    allow_random_init: bool = False
+
+
+@dataclass
+class ReplaySummary:
+    frames: int = 0                 # camera frames read
+    rejected: dict[str, int] = field(default_factory=dict)   # frames the node's checks refused, by reason
+    sets: int = 0                   # frame sets computed
+    partial_sets: int = 0
+    detections: int = 0             # objects in all Detections
+    truth: int = 0                  # ground-truth messages in the file
+    seconds: float = 0.0
+    mAP: float | None = None        # against the file's sim/truth, when it has any
+    truncated: bool = False
+    sync_rejected: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def sets_per_s(self) -> float:
+        return self.sets / self.seconds if self.seconds > 0 else 0.0
+
+    def lines(self) -> list[str]:
+        out = [f"frames {self.frames}, frame sets {self.sets} ({self.partial_sets} partial), "
+               f"detections {self.detections}, {self.sets_per_s:.1f} sets/s over {self.seconds:.2f} s"]
+        if self.rejected or self.sync_rejected:
+            out.append(f"rejected frames: {dict(self.rejected)}; sync: {dict(self.sync_rejected)}")
+        if self.truth:
+            out.append(f"ground truth: {self.truth} messages, mAP {self.mAP:.4f}" if self.mAP is not None
+                       else f"ground truth: {self.truth} messages, no detections paired with it")
+        if self.truncated:
+            out.append("the file ends in a partial record (killed recorder): replayed up to it")
+        return out
+
+
+def _in_stamp_order(messages: Iterator[RecordedMessage], depth: int = REORDER_DEPTH) -> Iterator[RecordedMessage]:
+    """Messages by (stamp, truth before frames), reordering within `depth` messages."""
+    heap: list = []
+    counter = itertools.count()
+    for m in messages:
+        heapq.heappush(heap, (m.publish_time_ns, m.topic != topics.TRUTH, next(counter), m))
+        if len(heap) > depth:
+            yield heapq.heappop(heap)[3]
+    while heap:
+        yield heapq.heappop(heap)[3]
+
+
+class OfflineReplay:
+    """Sync + pipeline over a recording. `engine` replaces the one config.backend would create."""
+
+    def __init__(self, config: ReplayConfig, engine=None):
+        from perception.fusion.pipeline import FusionPipeline
+        from perception.fusion.sync import ApproximateTimeSync
+        from perception.model.config import load_model_config
+        from perception.model.weights import CONFIG_FILE
+        from perception.runtime import create_engine
+
+        self.config = config
+        self.rig = pconfig.load_rig(config.rig)
+        self.model_cfg = load_model_config(Path(config.model) / CONFIG_FILE)
+        if self.model_cfg.num_cameras != len(self.rig.camera_names):
+            raise pconfig.ConfigError(f"model {config.model} expects {self.model_cfg.num_cameras} cameras, "
+                                      f"rig {config.rig} has {len(self.rig.camera_names)}")
+        self.engine = engine if engine is not None else create_engine(
+            config.backend, config.model, threads=config.threads, allow_random_init=config.allow_random_init)
+        self.pipeline = FusionPipeline(self.rig, self.engine, self.model_cfg, config.score_threshold)
+        self.sync = ApproximateTimeSync(self.rig.camera_names, int(config.max_span_ms * 1e6),
+                                        int(config.timeout_ms * 1e6), min_cameras=config.min_cameras)
+
+    def _frame(self, m: RecordedMessage, summary: ReplaySummary):
+        """A TimedFrame of the recorded frame (checked as the node checks it), or None (counted)."""
+        from perception.fusion.pipeline import CameraFrame, FrameRejected, to_bgr
+        from perception.fusion.sync import TimedFrame
+        from perception.transport import MalformedMessage, Received, frame_pixels
+
+        h = m.msg.header  # type: ignore[attr-defined]
+        camera = h.camera_name
+        try:
+            if m.topic != topics.camera(camera) or camera not in self.rig.camera_names:
+                raise FrameRejected("unknown_camera", f"{camera!r} on {m.topic!r}")
+            new_cal = None
+            if h.HasField("calibration"):
+                cal = pconfig.CameraConfig.from_proto(h.calibration)
+                if cal.calibration_id != self.pipeline.preprocess.calibrations[camera].calibration_id:
+                    new_cal = cal
+            self.pipeline.preprocess.check(camera, h.calibration_id, h.width, h.height, cam=new_cal)
+            rx = Received(m.topic, h, memoryview(m.msg.pixels), m.log_time_ns)  # type: ignore[attr-defined]
+            pixels = to_bgr(frame_pixels(rx), h.encoding)
+            if new_cal is not None:
+                self.pipeline.preprocess.update_calibration(new_cal)
+        except (FrameRejected, pconfig.CalibrationError, MalformedMessage) as e:
+            reason = getattr(e, "reason", type(e).__name__)
+            summary.rejected[reason] = summary.rejected.get(reason, 0) + 1
+            return None
+        stamp = int(h.capture_end_ns)
+        return TimedFrame(camera, h.sequence, stamp, stamp, CameraFrame(camera, h.sequence, stamp, pixels))
+
+    def run(self, path: str | Path, on_detections: Callable | None = None, progress=None) -> ReplaySummary:
+        """Replay `path`; on_detections(msg) receives each Detections in order; progress (a tqdm
+        bar or anything with update(n)) advances once per frame."""
+        from perception.fusion.online_score import OnlineScore
+
+        summary = ReplaySummary()
+        score = OnlineScore(self.model_cfg.classes, self.model_cfg.bev_x_range, self.model_cfg.bev_y_range,
+                            window=1 << 30)
+        stats: dict = {}
+        now_ns = 0
+        t0 = time.perf_counter()
+
+        def compute(sets) -> None:
+            for fs in sets:
+                msg = self.pipeline.process(fs)
+                summary.sets += 1
+                summary.partial_sets += bool(fs.missing)
+                summary.detections += len(msg.objects)
+                score.add_detections(msg)
+                if on_detections is not None:
+                    on_detections(msg)
+
+        wanted = [topics.TRUTH] + [topics.camera(n) for n in self.rig.camera_names]
+        for m in _in_stamp_order(read_messages(path, wanted, stats)):
+            if m.topic == topics.TRUTH:
+                summary.truth += 1
+                score.add_truth(m.msg)
+                continue
+            if m.msg.DESCRIPTOR.full_name != RECORDED_FRAME_TYPE:
+                continue
+            summary.frames += 1
+            if progress is not None:
+                progress.update(1)
+            frame = self._frame(m, summary)
+            if frame is None:
+                continue
+            now_ns = max(now_ns, frame.stamp_ns)
+            compute(self.sync.push(frame, now_ns))
+        compute(self.sync.poll(now_ns + self.sync.timeout_ns))     # the end of the drive: flush open sets
+        summary.seconds = time.perf_counter() - t0
+        summary.truncated = bool(stats.get("truncated"))
+        summary.sync_rejected = dict(self.sync.stats.rejected)
+        summary.mAP = score.score() if summary.truth else None
+        return summary
+
+
+def write_detections(path: str | Path):
+    """An McapFileWriter for replayed Detections and a callback writing each one (log and publish
+    time: its stamp)."""
+    from perception.record import McapFileWriter
+
+    out = McapFileWriter(path)
+
+    def write(msg) -> None:
+        out.write(topics.DETECTIONS, msg, msg.stamp_ns, msg.stamp_ns)
+
+    return out, write
