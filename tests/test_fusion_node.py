@@ -6,12 +6,12 @@ import time
 
 import numpy as np
 import pytest
+from frame_headers import header
 
 from perception import config as cfg
 from perception import topics
 from perception.fusion.node import FusionNode
 from perception.transport import Publisher, Subscriber
-from perception.v1 import frame_pb2
 
 RIG = cfg.load_rig()
 
@@ -36,18 +36,6 @@ def node(tmp_path):
     sub.close()
     for p in pubs:
         p.close()
-
-
-def header(cam, seq, stamp, **kw):
-    h = frame_pb2.FrameHeader(camera_name=cam.name, sequence=seq, capture_end_ns=stamp, width=cam.width,
-                              height=cam.height, encoding=frame_pb2.PIXEL_ENCODING_BGR8, row_stride=cam.width * 3,
-                              calibration_id=cam.calibration_id)
-    for k, v in kw.items():
-        if k == "calibration":
-            h.calibration.CopyFrom(v)
-        else:
-            setattr(h, k, v)
-    return h
 
 
 def send_set(pubs, seq, stamp, skip=(), **kw):

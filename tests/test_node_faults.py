@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 import pytest
+from frame_headers import header
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -83,18 +84,6 @@ def node(tmp_path, monkeypatch):
     n = make_node(tmp_path, monkeypatch)
     yield n
     n.close()
-
-
-def header(cam, seq, stamp, **kw) -> frame_pb2.FrameHeader:
-    h = frame_pb2.FrameHeader(camera_name=cam.name, sequence=seq, capture_end_ns=stamp, width=cam.width,
-                              height=cam.height, encoding=frame_pb2.PIXEL_ENCODING_BGR8, row_stride=cam.width * 3,
-                              calibration_id=cam.calibration_id)
-    for k, v in kw.items():
-        if k == "calibration":
-            h.calibration.CopyFrom(v)
-        else:
-            setattr(h, k, v)
-    return h
 
 
 def rx(topic, msg, pixels=None, recv_ns=T0) -> Received:
