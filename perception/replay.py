@@ -107,25 +107,17 @@ class OfflineReplay:
 
     def _frame(self, m: RecordedMessage, summary: ReplaySummary):
         """A TimedFrame of the recorded frame (checked as the node checks it), or None (counted)."""
-        from perception.fusion.pipeline import CameraFrame, FrameRejected, to_bgr
+        from perception.fusion.pipeline import CameraFrame, FrameRejected
         from perception.fusion.sync import TimedFrame
-        from perception.transport import MalformedMessage, Received, frame_pixels
+        from perception.transport import MalformedMessage, Received
 
         h = m.msg.header  # type: ignore[attr-defined]
         camera = h.camera_name
         try:
             if m.topic != topics.camera(camera) or camera not in self.rig.camera_names:
                 raise FrameRejected("unknown_camera", f"{camera!r} on {m.topic!r}")
-            new_cal = None
-            if h.HasField("calibration"):
-                cal = pconfig.CameraConfig.from_proto(h.calibration)
-                if cal.calibration_id != self.pipeline.preprocess.calibrations[camera].calibration_id:
-                    new_cal = cal
-            self.pipeline.preprocess.check(camera, h.calibration_id, h.width, h.height, cam=new_cal)
             rx = Received(m.topic, h, memoryview(m.msg.pixels), m.log_time_ns)  # type: ignore[attr-defined]
-            pixels = to_bgr(frame_pixels(rx), h.encoding)
-            if new_cal is not None:
-                self.pipeline.preprocess.update_calibration(new_cal)
+            pixels = self.pipeline.preprocess.accept(rx)
         except (FrameRejected, pconfig.CalibrationError, MalformedMessage) as e:
             reason = getattr(e, "reason", type(e).__name__)
             summary.rejected[reason] = summary.rejected.get(reason, 0) + 1

@@ -49,6 +49,8 @@ import zmq
 from google.protobuf import descriptor_pool, message_factory
 from google.protobuf.message import DecodeError, Message
 
+from perception.config import MAX_IMAGE_SIDE
+
 # Importing the generated modules registers perception.v1 types in the default descriptor pool.
 from perception.v1 import calibration_pb2, detections_pb2, frame_pb2, status_pb2  # noqa: F401
 
@@ -405,7 +407,6 @@ def frame_pixels(rx: Received) -> np.ndarray:
     if channels is None:
         raise MalformedMessage("bad_encoding", f"frame {h.camera_name!r} #{h.sequence}: encoding "
                                f"{h.encoding} is not one of BGR8, RGB8, MONO8")
-    from perception.config import MAX_IMAGE_SIDE
 
     if not (0 < h.width <= MAX_IMAGE_SIDE and 0 < h.height <= MAX_IMAGE_SIDE):
         raise MalformedMessage("bad_size", f"frame {h.camera_name!r} #{h.sequence}: "

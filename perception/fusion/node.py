@@ -16,10 +16,11 @@ from typing import Any
 
 from perception import config as cfg
 from perception import topics
-from perception.fusion.pipeline import CameraFrame, FrameRejected, FusionPipeline, to_bgr
+from perception.fusion.pipeline import CameraFrame, FrameRejected, FusionPipeline
 from perception.fusion.stats import MAX_SEQUENCE_GAP, CameraCounters, RateMeter, Rolling
 from perception.fusion.sync import ApproximateTimeSync, TimedFrame
 from perception.model.weights import CONFIG_FILE
+from perception.transport import MalformedMessage, type_name
 
 log = logging.getLogger("perception.fuse")
 
@@ -117,8 +118,6 @@ class FusionNode:
         return None
 
     def _handle(self, rx, now_ns: int) -> list:
-        from perception.transport import type_name
-
         topic = rx.topic
         expected = topics.message_type(topic)
         actual = type_name(rx.msg)
@@ -136,13 +135,12 @@ class FusionNode:
         frame = self._accept(rx, now_ns)
         if frame is None:
             return []
-        before = sum(self.sync.stats.rejected.values())
+        before = self.sync.stats.total_rejected
         ready = self.sync.push(frame, now_ns)
         self.frames_pushed += 1
         counters = self.cameras[frame.camera]
-        if sum(self.sync.stats.rejected.values()) > before:
-            reason = max(self.sync.stats.rejected, key=lambda k: self.sync.stats.rejected[k])
-            counters.on_reject(f"sync_{reason}", now_ns)
+        if self.sync.stats.total_rejected > before:
+            counters.on_reject(f"sync_{self.sync.stats.last_reason}", now_ns)
         else:
             counters.last_accept_ns = now_ns
             if self._fresh_since_ns is None or now_ns - self._last_accept_ns > self.config.stale_ms * 1e6:
@@ -153,9 +151,7 @@ class FusionNode:
     def _accept(self, rx, now_ns: int) -> TimedFrame | None:
         """Validate a FrameHeader (+ pixels) from a camera topic; a TimedFrame of BGR pixels, or
         None (counted). A calibration the frame carries replaces the held one only when the
-        whole frame is valid."""
-        from perception.transport import MalformedMessage, frame_pixels
-
+        whole frame is valid (checked by Preprocessor.accept, shared with offline replay)."""
         h = rx.msg
         camera = h.camera_name
         topic_camera = self._camera_of(rx)
@@ -174,25 +170,9 @@ class FusionNode:
             self._reject(camera, "stamp_past", f"{camera} #{h.sequence}: stamped {(now_ns - stamp) / 1e9:.3f} s "
                          f"behind the node's clock (max {self.config.max_past_ms} ms)", now_ns)
             return None
-        new_cal = None
         try:
-            if h.HasField("calibration"):
-                if h.calibration.camera_name != camera:
-                    raise FrameRejected("calibration_camera_mismatch", f"frame of {camera!r} carries the "
-                                        f"calibration of {h.calibration.camera_name!r}")
-                new_cal = cfg.CameraConfig.from_proto(h.calibration)
-                if new_cal.calibration_id == self.pipeline.preprocess.calibrations[camera].calibration_id:
-                    new_cal = None
-            self.pipeline.preprocess.check(camera, h.calibration_id, h.width, h.height, cam=new_cal)
-            pixels = to_bgr(frame_pixels(rx), h.encoding)
-            if new_cal is not None:      # last: only a frame that passed every check replaces it
-                held = self.pipeline.preprocess.calibrations[camera]
-                self.pipeline.preprocess.update_calibration(new_cal)
-                log.info("camera %s: calibration %s replaces %s", camera, new_cal.calibration_id, held.calibration_id)
-        except FrameRejected as e:
-            self._reject(camera, e.reason, str(e), now_ns)
-            return None
-        except cfg.CalibrationError as e:
+            pixels = self.pipeline.preprocess.accept(rx)
+        except (FrameRejected, cfg.CalibrationError) as e:
             self._reject(camera, e.reason, str(e), now_ns)
             return None
         except MalformedMessage as e:
@@ -279,7 +259,7 @@ class FusionNode:
             msg.engine_switches.add(stamp_ns=sw["unix_ns"], from_backend=sw["from"], to_backend=sw["to"],
                                     reason=sw["reason"])
         stale_ns = self.config.stale_ms * 1e6
-        problems: list[tuple[Any, str]] = []             # (status_pb2 Level, text)        # (level, text) for the node's message
+        problems: list[tuple[Any, str]] = []             # (status_pb2 Level, text) for the node's message
         stale, rejecting, fresh = [], [], []
         for name, c in self.cameras.items():
             age = (now - c.last_stamp_ns) / 1e6 if c.last_stamp_ns else float("inf")

@@ -5,6 +5,7 @@ so what runs live is exactly what is tested and replayed.
 """
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 
@@ -16,6 +17,8 @@ from perception.fusion.sync import FrameSet
 from perception.inputs import camera_inputs, resize_into
 from perception.runtime.base import Engine
 from perception.v1 import detections_pb2, frame_pb2
+
+log = logging.getLogger(__name__)
 
 
 class FrameRejected(ValueError):
@@ -92,6 +95,35 @@ class Preprocessor:
         if (width, height) != (cam.width, cam.height):
             raise FrameRejected("size_mismatch", f"{camera}: frame {width}x{height}, calibration "
                                 f"{cam.width}x{cam.height}")
+
+    def accept(self, rx) -> np.ndarray:
+        """Check a received frame (rx.msg a FrameHeader, rx.payload its pixels) against the
+        calibration held for its camera, or the calibration it carries, and return its pixels as
+        BGR. A carried calibration must be of the frame's own camera, and replaces the held one
+        only when the whole frame passed. Raises FrameRejected, config.CalibrationError or
+        transport.MalformedMessage, each with the reason it is counted under. The live node and
+        offline replay both check frames here."""
+        from perception.transport import frame_pixels
+
+        h = rx.msg
+        camera = h.camera_name
+        held = self.calibrations.get(camera)
+        if held is None:
+            raise FrameRejected("unknown_camera", f"{camera!r} is not in rig {self.rig.name!r}")
+        new_cal = None
+        if h.HasField("calibration"):
+            if h.calibration.camera_name != camera:
+                raise FrameRejected("calibration_camera_mismatch", f"frame of {camera!r} carries the "
+                                    f"calibration of {h.calibration.camera_name!r}")
+            new_cal = CameraConfig.from_proto(h.calibration)
+            if new_cal.calibration_id == held.calibration_id:
+                new_cal = None
+        self.check(camera, h.calibration_id, h.width, h.height, cam=new_cal)
+        pixels = to_bgr(frame_pixels(rx), h.encoding)
+        if new_cal is not None:      # last: only a frame that passed every check replaces it
+            self.update_calibration(new_cal)
+            log.info("camera %s: calibration %s replaces %s", camera, new_cal.calibration_id, held.calibration_id)
+        return pixels
 
     def __call__(self, frames: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         for i, cam in enumerate(self.rig.cameras):

@@ -64,8 +64,13 @@ class SyncStats:
     rejected: dict[str, int] = field(default_factory=dict)   # reason -> frames
     restarts: dict[str, int] = field(default_factory=dict)   # camera -> sequence went back (accepted)
 
+    total_rejected: int = 0
+    last_reason: str | None = None   # of the latest rejection
+
     def reject(self, reason: str) -> None:
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
+        self.total_rejected += 1
+        self.last_reason = reason
 
 
 @dataclass
