@@ -266,6 +266,7 @@ class _RosSource:
         self.path = path
         self._reader = AnyReader([path])
         self._reader.open()
+        self.truncated = False
         self.types = {c.topic: c.msgtype for c in self._reader.connections}
 
     def close(self) -> None:
@@ -290,7 +291,16 @@ class _RosSource:
                  if c.topic in wanted or (c.topic in tf_topics and c.msgtype == ROS_TF)]
         if not conns:
             return
-        for conn, log_ns, raw in self._reader.messages(connections=conns):
+        it = self._reader.messages(connections=conns)
+        while True:
+            try:
+                conn, log_ns, raw = next(it)
+            except StopIteration:
+                return
+            except Exception as e:      # rosbags' reader or storage errors (a damaged database or chunk): stop here
+                log.warning("%s: stops after a damaged record (%s: %s)", self.path, type(e).__name__, e)
+                self.truncated = True
+                return
             try:
                 msg = self._reader.deserialize(raw, conn.msgtype)
                 if conn.msgtype == ROS_TF:

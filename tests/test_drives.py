@@ -87,13 +87,14 @@ def own_recording(tmp_path, rig, frames):
 class RosBag:
     """Writes a ROS 2 bag (sqlite3 storage) with rosbags' Writer and the Humble type store."""
 
-    def __init__(self, path):
-        from rosbags.rosbag2 import Writer
+    def __init__(self, path, storage: str = "sqlite3"):
+        from rosbags.rosbag2 import StoragePlugin, Writer
         from rosbags.typesys import Stores, get_typestore
 
         self.ts = get_typestore(Stores.ROS2_HUMBLE)
         self.T = self.ts.types
-        self.writer = Writer(path, version=9)
+        plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
+        self.writer = Writer(path, version=9, storage_plugin=plugin)
         self.writer.open()
         self.conns: dict = {}
 
@@ -170,9 +171,9 @@ def write_ros_image(bag: RosBag, cam, stamp: int, px: np.ndarray, how: str) -> N
     bag.write(f"/{cam.name}/image", msg, stamp + 3_000_000)
 
 
-def ros_bag(tmp_path, rig, frames, name="bag"):
+def ros_bag(tmp_path, rig, frames, name="bag", storage="sqlite3"):
     path = tmp_path / name
-    bag = RosBag(path)
+    bag = RosBag(path, storage)
     t0 = frames[0][0]
     bag.write("/tf_static", bag.tf(t0, rig_edges(rig)), t0 - 1)
     for t, images in frames:
@@ -309,6 +310,45 @@ def test_foxglove_mcap_replays_like_our_recording(tmp_path, drive, engine, refer
         summary, dets = replay(d, engine, rig=d.rig)
     assert summary.frames == 18 and summary.sets == 3 and summary.rejected == {} and summary.drive_rejected == {}
     assert_same_detections(dets, reference)
+
+
+def test_ros2_bag_with_mcap_storage(tmp_path, drive):
+    """The same bag in MCAP storage yields the same frames, given as the directory or as its .mcap file."""
+    from perception.drives import open_drive, parse_mapping
+
+    rig, frames = drive
+    mapping = parse_mapping(mapping_for(rig))
+
+    def content(d) -> list[bytes]:          # header.source names the file
+        out = []
+        for m in d.messages():
+            m.msg.header.ClearField("source")
+            out.append(m.msg.SerializeToString())
+        return out
+
+    with open_drive(ros_bag(tmp_path, rig, frames[:2]), mapping) as d:
+        want = content(d)
+    path = ros_bag(tmp_path, rig, frames[:2], name="bag_mcap", storage="mcap")
+    files = list(path.glob("*.mcap"))
+    assert len(files) == 1
+    for p in (path, files[0]):
+        with open_drive(p, mapping) as d:
+            assert d.kind == "rosbag" and content(d) == want
+    assert len(want) == 12
+
+
+def test_truncated_foxglove_mcap_reads_up_to_the_cut(tmp_path, drive):
+    """A Foxglove MCAP cut mid-file (no summary, no footer): the calibration and the frames before
+    the cut are read, the drive says it was truncated."""
+    from perception.drives import open_drive, parse_mapping
+
+    rig, frames = drive
+    data = foxglove_mcap(tmp_path, rig, frames).read_bytes()
+    cut = tmp_path / "cut.mcap"
+    cut.write_bytes(data[: int(len(data) * 0.8)])
+    with open_drive(cut, parse_mapping(mapping_for(rig))) as d:
+        n = len(list(d.messages()))
+        assert d.truncated and 0 < n < 18 and d.rejected == {}
 
 
 def test_own_recording_goes_through_read_messages(tmp_path, drive):
