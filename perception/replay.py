@@ -20,7 +20,7 @@ from pathlib import Path
 
 from perception import config as pconfig
 from perception import topics
-from perception.record import RECORDED_FRAME_TYPE, RecordedMessage, read_messages
+from perception.record import RECORDED_FRAME_TYPE, RecordedMessage
 
 log = logging.getLogger("perception.replay")
 
@@ -53,6 +53,8 @@ class ReplaySummary:
     mAP: float | None = None        # against the file's sim/truth, when it has any
     truncated: bool = False
     sync_rejected: dict[str, int] = field(default_factory=dict)
+    drive_rejected: dict[str, int] = field(default_factory=dict)   # messages of the drive refused when read (drives.py)
+    resized: int = 0                # frames of a foreign drive resized to their calibration
 
     @property
     def sets_per_s(self) -> float:
@@ -63,6 +65,8 @@ class ReplaySummary:
                f"detections {self.detections}, {self.sets_per_s:.1f} sets/s over {self.seconds:.2f} s"]
         if self.rejected or self.sync_rejected:
             out.append(f"rejected frames: {dict(self.rejected)}; sync: {dict(self.sync_rejected)}")
+        if self.drive_rejected or self.resized:
+            out.append(f"refused when read from the drive: {dict(self.drive_rejected)}; resized frames: {self.resized}")
         if self.truth:
             out.append(f"ground truth: {self.truth} messages, mAP {self.mAP:.4f}" if self.mAP is not None
                        else f"ground truth: {self.truth} messages, no detections paired with it")
@@ -84,9 +88,10 @@ def _in_stamp_order(messages: Iterator[RecordedMessage], depth: int = REORDER_DE
 
 
 class OfflineReplay:
-    """Sync + pipeline over a recording. `engine` replaces the one config.backend would create."""
+    """Sync + pipeline over a recording. `engine` replaces the one config.backend would create;
+    `rig` (a drive's, drives.open_drive) replaces the one config.rig names."""
 
-    def __init__(self, config: ReplayConfig, engine=None):
+    def __init__(self, config: ReplayConfig, engine=None, rig: pconfig.RigConfig | None = None):
         from perception.fusion.pipeline import FusionPipeline
         from perception.fusion.sync import ApproximateTimeSync
         from perception.model.config import load_model_config
@@ -94,11 +99,11 @@ class OfflineReplay:
         from perception.runtime import create_engine
 
         self.config = config
-        self.rig = pconfig.load_rig(config.rig)
+        self.rig = rig if rig is not None else pconfig.load_rig(config.rig)
         self.model_cfg = load_model_config(Path(config.model) / CONFIG_FILE)
         if self.model_cfg.num_cameras != len(self.rig.camera_names):
             raise pconfig.ConfigError(f"model {config.model} expects {self.model_cfg.num_cameras} cameras, "
-                                      f"rig {config.rig} has {len(self.rig.camera_names)}")
+                                      f"rig {self.rig.name} has {len(self.rig.camera_names)}")
         self.engine = engine if engine is not None else create_engine(
             config.backend, config.model, threads=config.threads, allow_random_init=config.allow_random_init)
         self.pipeline = FusionPipeline(self.rig, self.engine, self.model_cfg, config.score_threshold)
@@ -125,15 +130,19 @@ class OfflineReplay:
         stamp = int(h.capture_end_ns)
         return TimedFrame(camera, h.sequence, stamp, stamp, CameraFrame(camera, h.sequence, stamp, pixels))
 
-    def run(self, path: str | Path, on_detections: Callable | None = None, progress=None) -> ReplaySummary:
-        """Replay `path`; on_detections(msg) receives each Detections in order; progress (a tqdm
-        bar or anything with update(n)) advances once per frame."""
+    def run(self, drive, on_detections: Callable | None = None, progress=None) -> ReplaySummary:
+        """Replay `drive` (a drives.Drive from open_drive, or the path of our own recording);
+        on_detections(msg) receives each Detections in order; progress (a tqdm bar or anything
+        with update(n)) advances once per frame."""
+        from perception.drives import Drive, OwnRecording
         from perception.fusion.online_score import OnlineScore
+
+        if not isinstance(drive, Drive):
+            drive = OwnRecording(path=Path(drive), kind="perception", rig=self.rig)
 
         summary = ReplaySummary()
         score = OnlineScore(self.model_cfg.classes, self.model_cfg.bev_x_range, self.model_cfg.bev_y_range,
                             window=1 << 30)
-        stats: dict = {}
         now_ns = 0
         t0 = time.perf_counter()
 
@@ -148,7 +157,7 @@ class OfflineReplay:
                     on_detections(msg)
 
         wanted = [topics.TRUTH] + [topics.camera(n) for n in self.rig.camera_names]
-        for m in _in_stamp_order(read_messages(path, wanted, stats)):
+        for m in _in_stamp_order(drive.messages(wanted)):
             if m.topic == topics.TRUTH:
                 summary.truth += 1
                 score.add_truth(m.msg)
@@ -165,7 +174,9 @@ class OfflineReplay:
             compute(self.sync.push(frame, now_ns))
         compute(self.sync.poll(now_ns + self.sync.timeout_ns))     # the end of the drive: flush open sets
         summary.seconds = time.perf_counter() - t0
-        summary.truncated = bool(stats.get("truncated"))
+        summary.truncated = drive.truncated
+        summary.drive_rejected = dict(drive.rejected)
+        summary.resized = drive.resized
         summary.sync_rejected = dict(self.sync.stats.rejected)
         summary.mAP = score.score() if summary.truth else None
         return summary

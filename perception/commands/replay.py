@@ -1,5 +1,6 @@
-"""`perception replay IN.mcap --offline`: run a recording's frames through the fusion node's sync
-and model without sockets, as fast as the machine allows (docs/recording.md)."""
+"""`perception replay IN --offline`: run a drive's frames through the fusion node's sync and model
+without sockets, as fast as the machine allows (docs/recording.md). IN is a `perception record`
+file, or with --map an MCAP file with Foxglove image channels or a ROS 2 bag directory."""
 from __future__ import annotations
 
 import argparse
@@ -14,6 +15,9 @@ EPILOG = """\
 examples:
   perception replay drive.mcap --offline
   perception replay drive.mcap --offline --out dets.mcap --backend onnxruntime
+  perception replay rosbag2_dir --offline --map mapping.yaml              # a ROS 2 bag (rosbags, no ROS install)
+  perception replay foxglove.mcap --offline --map mapping.yaml --rig rigs/nuscenes_6cam.yaml
+                                                # --rig: calibration the drive lacks, and the camera order
 
 Prints frame sets, detections and the rate; with sim/truth in the file, the mAP against it.
 Only --offline exists so far (publishing to the camera topics in real time is issue 15, item 2).
@@ -23,10 +27,14 @@ Only --offline exists so far (publishing to the camera topics in real time is is
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="perception replay", description=__doc__.split(": ", 1)[1],
                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("input", metavar="IN.mcap", help="a recording made by `perception record`")
+    p.add_argument("input", metavar="IN", help="a recording made by `perception record`, or with --map an MCAP file "
+                   "with Foxglove image channels or a ROS 2 bag directory")
+    p.add_argument("--map", metavar="MAPPING.yaml", help="which topic is which rig camera, and the ego frame "
+                   "(drives made by other tools; docs/recording.md, 'Drives from other tools')")
     p.add_argument("--offline", action="store_true", help="sync + engine in this process, no sockets (required)")
     p.add_argument("--out", metavar="DETS.mcap", help="write the Detections to this MCAP file")
-    p.add_argument("--rig", default=D.rig, help="rig YAML (default: %(default)s)")
+    p.add_argument("--rig", help=f"rig YAML (default for our own recordings: {D.rig}; for other drives: "
+                   "only the calibration they lack and the camera order)")
     p.add_argument("--model", default=D.model, help="model directory (default: %(default)s)")
     from perception.runtime import BACKEND_CHOICES
 
@@ -53,23 +61,31 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
     from perception.config import ConfigError
+    from perception.drives import open_drive
     from perception.logs import setup_logging
     from perception.replay import OfflineReplay, write_detections
 
     setup_logging(args.log_level)
     try:
-        replay = OfflineReplay(config_from_args(ReplayConfig, args))
+        drive = open_drive(args.input, mapping=args.map, rig=args.rig)
+    except (ConfigError, FileNotFoundError, OSError, ValueError) as e:
+        print(f"perception replay: {e}", file=sys.stderr)
+        return 2
+    try:
+        replay = OfflineReplay(config_from_args(ReplayConfig, args, rig=args.rig or D.rig), rig=drive.rig)
     except (ConfigError, FileNotFoundError, ValueError) as e:
+        drive.close()
         print(f"perception replay: {e}", file=sys.stderr)
         return 2
     out, write = write_detections(args.out) if args.out else (None, None)
     try:
         with tqdm(unit="frame", disable=args.no_progress, file=sys.stderr) as bar:
-            summary = replay.run(args.input, on_detections=write, progress=bar)
+            summary = replay.run(drive, on_detections=write, progress=bar)
     except OSError as e:
         print(f"perception replay: {e}", file=sys.stderr)
         return 2
     finally:
+        drive.close()
         if out is not None:
             out.close()
     for line in summary.lines():
