@@ -1,22 +1,34 @@
-"""`perception replay IN.mcap --offline`: run a recording's frames through the fusion node's sync
-and model without sockets, as fast as the machine allows (docs/recording.md)."""
+"""`perception replay IN.mcap`: publish a recording's camera frames (and ground truth) on the cameras'
+topics for a running fusion node, in real time, --rate X, or --lockstep with the node's answers; or,
+with --offline, run them through the fusion node's sync and model without sockets, as fast as the
+machine allows (docs/recording.md)."""
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from perception.commands._args import add_log_level, config_from_args
+from perception.player import PlayerConfig
 from perception.replay import ReplayConfig
 
 D = ReplayConfig            # the defaults
+PD = PlayerConfig
 
 EPILOG = """\
 examples:
+  perception fuse &                                   # or: perception launch launch/replay.yaml --arg drive=drive.mcap
+  perception replay drive.mcap                        # real time, to launch/sim.yaml's camera endpoints
+  perception replay drive.mcap --rate 2 --start 10 --end 20 --loop
+  perception replay drive.mcap --lockstep --out dets.mcap      # one set at a time, each after its Detections
+  perception replay drive.mcap --lockstep --camera-endpoints ipc:///tmp/c0 ... --node-endpoint ipc:///tmp/fusion
   perception replay drive.mcap --offline
   perception replay drive.mcap --offline --out dets.mcap --backend onnxruntime
 
-Prints frame sets, detections and the rate; with sim/truth in the file, the mAP against it.
-Only --offline exists so far (publishing to the camera topics in real time is issue 15, item 2).
+Live replay restamps the frames onto the wall clock (the node refuses frames stamped far from its
+clock) and translates the Detections it receives back to the recording's stamps and sequences
+(--out writes those). Prints frames and sets sent, detections received, the rate and lock-step
+waits. --offline prints frame sets, detections and the rate; with sim/truth in the file, the mAP.
 """
 
 
@@ -24,8 +36,27 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="perception replay", description=__doc__.split(": ", 1)[1],
                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("input", metavar="IN.mcap", help="a recording made by `perception record`")
-    p.add_argument("--offline", action="store_true", help="sync + engine in this process, no sockets (required)")
-    p.add_argument("--out", metavar="DETS.mcap", help="write the Detections to this MCAP file")
+    p.add_argument("--offline", action="store_true", help="sync + engine in this process, no sockets")
+    p.add_argument("--out", metavar="DETS.mcap", help="write the Detections to this MCAP file (live replay: "
+                   "the ones received, in recording time)")
+    live = p.add_argument_group("live replay (without --offline)")
+    live.add_argument("--lockstep", action="store_true", help="send each frame set only after the node's Detections "
+                      "of the previous one came back: nothing dropped, results independent of the machine's speed")
+    live.add_argument("--rate", type=float, default=None, metavar="X",
+                      help="X times real time (default: 1; with --lockstep: as fast as the node answers)")
+    live.add_argument("--start", type=float, default=0.0, metavar="S", help="from S seconds after the drive's start")
+    live.add_argument("--end", type=float, default=None, metavar="S", help="up to S seconds after the drive's start")
+    live.add_argument("--loop", action="store_true", help="start again after the end, until stopped")
+    live.add_argument("--camera-endpoints", nargs="+", metavar="E", default=None,
+                      help="endpoints to publish camera i of the rig on (default: launch/sim.yaml's, "
+                           "tcp://127.0.0.1:5550+i); ground truth goes with the first camera, as in the simulator")
+    live.add_argument("--node-endpoint", default=PD.node_endpoint, metavar="E",
+                      help="where the fusion node publishes detections and status (default: %(default)s)")
+    live.add_argument("--set-timeout", type=float, default=PD.set_timeout_s, metavar="S",
+                      help="--lockstep: fail when a set has no Detections after S seconds (default: %(default)s)")
+    live.add_argument("--wait-node", type=float, default=PD.wait_node_s, metavar="S",
+                      help="wait up to S seconds for the node to subscribe before the first set (default: %(default)s)")
+    live.add_argument("--no-truth", action="store_true", help="do not republish sim/truth")
     p.add_argument("--rig", default=D.rig, help="rig YAML (default: %(default)s)")
     p.add_argument("--model", default=D.model, help="model directory (default: %(default)s)")
     from perception.runtime import BACKEND_CHOICES
@@ -48,8 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if not args.offline:
-        print("perception replay: only --offline is implemented so far", file=sys.stderr)
-        return 2
+        return play(args)
     from tqdm import tqdm
 
     from perception.config import ConfigError
@@ -77,6 +107,55 @@ def main(argv: list[str] | None = None) -> int:
     if out is not None:
         print(f"wrote {summary.sets} Detections to {args.out}")
     return 0
+
+
+def play(args: argparse.Namespace) -> int:
+    """Live replay: a Player publishing the drive to the cameras' endpoints."""
+    from tqdm import tqdm
+
+    from perception import config as pconfig
+    from perception.lifecycle import EXIT_CONFIG, EXIT_TRANSPORT, run_until_stopped
+    from perception.logs import setup_logging
+    from perception.player import Player, file_source
+    from perception.replay import write_detections
+    from perception.transport import TransportError
+
+    setup_logging(args.log_level)
+    config = PlayerConfig(rig=args.rig, model=args.model, rate=args.rate, start_s=args.start, end_s=args.end,
+                          loop=args.loop, lockstep=args.lockstep, set_timeout_s=args.set_timeout,
+                          wait_node_s=args.wait_node, truth=not args.no_truth, node_endpoint=args.node_endpoint,
+                          camera_endpoints=tuple(args.camera_endpoints) if args.camera_endpoints else None,
+                          max_span_ms=args.max_span_ms, timeout_ms=args.timeout_ms, min_cameras=args.min_cameras)
+    if not Path(args.input).is_file():
+        print(f"perception replay: {args.input}: no such file", file=sys.stderr)
+        return EXIT_CONFIG
+    out, write = write_detections(args.out) if args.out else (None, None)
+    stats: dict = {}
+    bar = tqdm(unit="frame", disable=args.no_progress, file=sys.stderr)
+    try:
+        rig = pconfig.load_rig(args.rig)
+        player = Player(config, file_source(args.input, stats, rig), rig, stats=stats, progress=bar,
+                        on_detections=(lambda msg, _raw: write(msg)) if write is not None else None)
+    except TransportError as e:
+        print(f"perception replay: {e}", file=sys.stderr)
+        return EXIT_TRANSPORT
+    except (pconfig.ConfigError, FileNotFoundError, ValueError) as e:
+        print(f"perception replay: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        code = run_until_stopped(player)
+    except OSError as e:
+        print(f"perception replay: {e}", file=sys.stderr)
+        code = 2
+    finally:
+        bar.close()
+        if out is not None:
+            out.close()
+    for line in player.summary.lines():
+        print(line)
+    if out is not None:
+        print(f"wrote {player.summary.detections - player.summary.unmatched_detections} Detections to {args.out}")
+    return code
 
 
 if __name__ == "__main__":
