@@ -22,6 +22,7 @@ examples:
   perception replay drive.mcap --rate 2 --start 10 --end 20 --loop
   perception replay drive.mcap --lockstep --out dets.mcap      # one set at a time, each after its Detections
   perception replay drive.mcap --lockstep --camera-endpoints ipc:///tmp/c0 ... --node-endpoint ipc:///tmp/fusion
+  perception replay tests/data/sim_drive.mcap --lockstep --ref tests/data/sim_drive_ref.json   # regression replay
   perception replay drive.mcap --offline
   perception replay drive.mcap --offline --out dets.mcap --backend onnxruntime
 
@@ -57,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     live.add_argument("--wait-node", type=float, default=PD.wait_node_s, metavar="S",
                       help="wait up to S seconds for the node to subscribe before the first set (default: %(default)s)")
     live.add_argument("--no-truth", action="store_true", help="do not republish sim/truth")
+    p.add_argument("--ref", metavar="REF.json", help="compare the Detections with this regression reference, message "
+                   "by message (and the engine time with its budget); exit 1 when they differ (perception/regression.py)")
+    p.add_argument("--update-ref", action="store_true", help="with --ref: write the reference from this run instead")
     p.add_argument("--rig", default=D.rig, help="rig YAML (default: %(default)s)")
     p.add_argument("--model", default=D.model, help="model directory (default: %(default)s)")
     from perception.runtime import BACKEND_CHOICES
@@ -78,8 +82,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.update_ref and not args.ref:
+        print("perception replay: --update-ref needs --ref REF.json", file=sys.stderr)
+        return 2
     if not args.offline:
         return play(args)
+    live = [o for o, v in (("--lockstep", args.lockstep), ("--rate", args.rate is not None), ("--loop", args.loop),
+                           ("--start", args.start), ("--end", args.end is not None),
+                           ("--camera-endpoints", args.camera_endpoints)) if v]
+    if live:
+        print(f"perception replay: {', '.join(live)}: live replay only, not with --offline", file=sys.stderr)
+        return 2
     from tqdm import tqdm
 
     from perception.config import ConfigError
@@ -93,9 +106,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"perception replay: {e}", file=sys.stderr)
         return 2
     out, write = write_detections(args.out) if args.out else (None, None)
+    kept: list = []
+
+    def keep(msg) -> None:
+        kept.append(msg)
+        if write is not None:
+            write(msg)
+
     try:
         with tqdm(unit="frame", disable=args.no_progress, file=sys.stderr) as bar:
-            summary = replay.run(args.input, on_detections=write, progress=bar)
+            summary = replay.run(args.input, on_detections=keep, progress=bar)
     except OSError as e:
         print(f"perception replay: {e}", file=sys.stderr)
         return 2
@@ -106,7 +126,32 @@ def main(argv: list[str] | None = None) -> int:
         print(line)
     if out is not None:
         print(f"wrote {summary.sets} Detections to {args.out}")
-    return 0
+    return check_reference(args, kept)
+
+
+def check_reference(args: argparse.Namespace, detections: list, failed: bool = False) -> int:
+    """--ref: compare `detections` (recording time) with the reference, or write it (--update-ref);
+    the exit code (1 when they differ, or when the run itself `failed`: no reference is written then)."""
+    if not args.ref:
+        return int(failed)
+    from perception import regression
+
+    if args.update_ref:
+        if failed or not detections:
+            print(f"perception replay: the run failed or gave no Detections; {args.ref} not written", file=sys.stderr)
+            return 1
+        regression.write_reference(args.ref, detections, drive=Path(args.input).name)
+        print(f"wrote the reference {args.ref}: {len(detections)} Detections")
+        return 0
+    try:
+        ref, tolerances, budget = regression.read_reference(args.ref)
+    except (OSError, ValueError) as e:
+        print(f"perception replay: {e}", file=sys.stderr)
+        return 2
+    report = regression.compare(ref, detections, tolerances, budget)
+    for line in report.lines():
+        print(line)
+    return 0 if report.passed and not failed else 1
 
 
 def play(args: argparse.Namespace) -> int:
@@ -120,6 +165,10 @@ def play(args: argparse.Namespace) -> int:
     from perception.replay import write_detections
     from perception.transport import TransportError
 
+    if args.ref and not args.lockstep:
+        print("perception replay: --ref needs --lockstep (or --offline): in real time the node may skip sets",
+              file=sys.stderr)
+        return EXIT_CONFIG
     setup_logging(args.log_level)
     config = PlayerConfig(rig=args.rig, model=args.model, rate=args.rate, start_s=args.start, end_s=args.end,
                           loop=args.loop, lockstep=args.lockstep, set_timeout_s=args.set_timeout,
@@ -130,12 +179,18 @@ def play(args: argparse.Namespace) -> int:
         print(f"perception replay: {args.input}: no such file", file=sys.stderr)
         return EXIT_CONFIG
     out, write = write_detections(args.out) if args.out else (None, None)
+    kept: list = []
+
+    def keep(msg, _received) -> None:
+        kept.append(msg)
+        if write is not None:
+            write(msg)
+
     stats: dict = {}
     bar = tqdm(unit="frame", disable=args.no_progress, file=sys.stderr)
     try:
         rig = pconfig.load_rig(args.rig)
-        player = Player(config, file_source(args.input, stats, rig), rig, stats=stats, progress=bar,
-                        on_detections=(lambda msg, _raw: write(msg)) if write is not None else None)
+        player = Player(config, file_source(args.input, stats, rig), rig, stats=stats, progress=bar, on_detections=keep)
     except TransportError as e:
         print(f"perception replay: {e}", file=sys.stderr)
         return EXIT_TRANSPORT
@@ -154,8 +209,8 @@ def play(args: argparse.Namespace) -> int:
     for line in player.summary.lines():
         print(line)
     if out is not None:
-        print(f"wrote {player.summary.detections - player.summary.unmatched_detections} Detections to {args.out}")
-    return code
+        print(f"wrote {len(kept)} Detections to {args.out}")
+    return check_reference(args, kept, failed=code != 0) if args.ref else code
 
 
 if __name__ == "__main__":
