@@ -247,3 +247,15 @@ def test_replay_command_live_options(tmp_path, drive, capsys):
     assert replay.main([str(path), "--rate", "0", "--no-progress", "--camera-endpoints", *cams,
                         "--node-endpoint", node]) == 2
     assert replay.main([str(path), "--camera-endpoints", cams[0], "--node-endpoint", node, "--no-progress"]) == 2
+
+
+def test_launch_replay_yaml_runs_the_player_and_an_unmodified_node():
+    from perception.commands import replay
+    from perception.launch import load_launch
+
+    launch = load_launch(pconfig.REPO_ROOT / "launch" / "replay.yaml", {"drive": "d.mcap", "rate": "2"})
+    by_name = {p.name: p.command for p in launch.processes}
+    assert set(by_name) == {"player", "fusion"}
+    assert by_name["player"][-6:] == ["replay", "d.mcap", "--loop", "--rate", "2", "--no-progress"]
+    assert by_name["fusion"][3:5] == ["fuse", "--threads"]
+    replay.build_parser().parse_args(by_name["player"][4:])       # the player's arguments parse
