@@ -20,7 +20,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "export": ("perception.commands.export", "export the model to ONNX (static shapes, checked against TensorRT's native ops)"),
     "build-engine": ("perception.commands.build_engine", "build or reuse the cached compiled engine: Inductor package (CPU) or TensorRT (GPU)"),
     "record": ("perception.commands.record", "record cameras, ground truth, detections and status to an MCAP file"),
-    "replay": ("perception.commands.replay", "replay a recording: --offline runs sync + engine without sockets"),
+    "replay": ("perception.commands.replay", "replay a recording to the camera topics (--rate, --lockstep), or --offline"),
     "bench": ("perception.commands.bench", "time each engine backend, the fusion step and a resolution sweep (JSON + plot)"),
 }
 
