@@ -1,7 +1,7 @@
 """The live view (`perception view`, docs/live_view.md): what a running pipeline or replay sees,
 drawn in the Rerun viewer while it runs.
 
-One subscriber process beside the pipeline: the six camera images (downscaled, JPEG) with the
+One subscriber process beside the pipeline: the six camera images (downscaled) with the
 detections' 3D boxes projected into them, a bird's-eye 3D panel with detections and ground truth
 (`sim/truth`) as boxes coloured by class, and scalars (latency, rates, drops). This module holds
 the conversions (validated messages -> what is logged) and the receive loop; the viewer, its
@@ -24,7 +24,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -61,7 +61,6 @@ class ViewConfig:
     rig: str = str(pconfig.DEFAULT_RIG)  # fallback calibration and the layout; frames' own calibrations win
     image_width: int = 160               # camera images are downscaled to this width (px) before logging
     image_hz: float = 5.0                # at most this many images (and truth projections) per camera per second
-    jpeg_quality: int = 75
     max_objects: int = 256               # objects of one message beyond this are not drawn (counted)
     max_cameras: int = 16                # camera topics beyond this are refused (a bound on entities and state)
     metrics_period_s: float = 1.0        # rates and counters are logged this often
@@ -71,8 +70,6 @@ class ViewConfig:
             raise pconfig.ConfigError(f"image_width {self.image_width} is not in [16, 4096]")
         if not (np.isfinite(self.image_hz) and 0 < self.image_hz <= 120):
             raise pconfig.ConfigError(f"image_hz {self.image_hz} is not in (0, 120]")
-        if not 1 <= self.jpeg_quality <= 100:
-            raise pconfig.ConfigError(f"jpeg_quality {self.jpeg_quality} is not in [1, 100]")
         if self.max_objects < 1 or self.max_cameras < 1 or not self.metrics_period_s > 0:
             raise pconfig.ConfigError("max_objects and max_cameras must be >= 1, metrics_period_s > 0")
 
@@ -217,18 +214,13 @@ def downscale(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return out if out.ndim == 3 else out[:, :, None]
 
 
-def encode_jpeg(image: np.ndarray, encoding: int, quality: int) -> bytes:
-    """JPEG bytes of a BGR8/RGB8/MONO8 image (frame encodings of perception.v1.FrameHeader)."""
-    import cv2
-
+def _color_models() -> dict[int, Literal["BGR", "RGB", "L"]]:
     from perception.v1 import frame_pb2
 
-    if encoding == frame_pb2.PIXEL_ENCODING_RGB8:
-        image = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR)
-    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(image), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-    if not ok:
-        raise BadMessage("encode_failed", "cv2.imencode refused the image")
-    return buf.tobytes()
+    return {frame_pb2.PIXEL_ENCODING_BGR8: "BGR", frame_pb2.PIXEL_ENCODING_RGB8: "RGB", frame_pb2.PIXEL_ENCODING_MONO8: "L"}
+
+
+_COLOR_MODEL = _color_models()
 
 
 def grid_order(rig: pconfig.RigConfig) -> list[str]:
@@ -313,8 +305,12 @@ class LiveView:
         bev = rrb.Spatial3DView(origin="world", name="BEV (detections: wireframe, truth: filled)",
                                 eye_controls=rrb.EyeControls3D(position=(0.0, 0.0, 75.0), look_target=(0.0, 0.0, 0.0),
                                                                eye_up=(1.0, 0.0, 0.0)))
-        metrics = rrb.TimeSeriesView(origin="metrics", name="latency, rates, drops")
-        return rrb.Blueprint(rrb.Horizontal(rrb.Vertical(rrb.Grid(*views, grid_columns=3), metrics, row_shares=[3, 2]),
+        plots = rrb.Horizontal(rrb.TimeSeriesView(origin="metrics/latency_ms", name="latency (ms)"),
+                               rrb.TimeSeriesView(origin="metrics/rate_hz", name="rates (Hz)"),
+                               rrb.TimeSeriesView(origin="metrics", contents=["metrics/drops/**", "metrics/objects/**",
+                                                                              "metrics/online_score"],
+                                                  name="drops (cumulative), objects, online mAP"))
+        return rrb.Blueprint(rrb.Horizontal(rrb.Vertical(rrb.Grid(*views, grid_columns=3), plots, row_shares=[3, 2]),
                                             bev, column_shares=[3, 2]),
                              collapse_panels=True)
 
@@ -387,7 +383,7 @@ class LiveView:
         return name, cam
 
     def on_frame(self, rx) -> None:
-        """A camera frame: downscaled, JPEG-encoded, logged at its capture time (at most image_hz per camera)."""
+        """A camera frame: downscaled, logged at its capture time (at most image_hz per camera)."""
         from perception.transport import frame_pixels
 
         pixels = frame_pixels(rx)            # checks size, stride and encoding against the payload
@@ -398,9 +394,9 @@ class LiveView:
             return
         self._last_image_ns[name] = rx.recv_ns
         size = display_size((pixels.shape[1], pixels.shape[0]), self.config.image_width)   # == the calibration's size
-        jpeg = encode_jpeg(downscale(pixels, size), rx.msg.encoding, self.config.jpeg_quality)
+        image = downscale(pixels, size)
         self._stamp(rx.msg.capture_end_ns)
-        self.rec.log(f"cameras/{name}/image", self.rr.EncodedImage(contents=jpeg, media_type="image/jpeg"))
+        self.rec.log(f"cameras/{name}/image", self.rr.Image(image, color_model=_COLOR_MODEL[rx.msg.encoding]))
         self.counters.images += 1
         self._window["images"] += 1
 

@@ -40,11 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-serve", action="store_true", help="serve nothing (with --save or --connect)")
     p.add_argument("--connect", metavar="URL", help="also push to a running viewer, e.g. rerun+http://127.0.0.1:9876/proxy")
     p.add_argument("--save", metavar="FILE.rrd", help="also write everything to a Rerun recording")
-    p.add_argument("--memory-limit", default="256MiB",
+    p.add_argument("--memory-limit", default="512MiB",
                    help="data the gRPC server keeps for viewers that join late; the oldest is dropped beyond it (default: %(default)s)")
     p.add_argument("--image-width", type=int, default=D.image_width, help="images are downscaled to this width, px (default: %(default)s)")
     p.add_argument("--image-hz", type=float, default=D.image_hz, help="at most this many images per camera per second (default: %(default)s)")
-    p.add_argument("--jpeg-quality", type=int, default=D.jpeg_quality, help="JPEG quality of the logged images (default: %(default)s)")
     p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds (default: Ctrl-C or SIGTERM)")
     add_security_args(p)
     add_log_level(p)
@@ -100,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     sinks: list = []
     server = None
     if not args.no_serve:
-        server = rr.GrpcServerSink(bind_ip="127.0.0.1", port=args.grpc_port, server_memory_limit=args.memory_limit)
+        server = rr.GrpcServerSink(bind_ip="127.0.0.1", port=args.grpc_port, server_memory_limit=args.memory_limit,
+                                   newest_first=True)      # a viewer that joins late sees the present first
         sinks.append(server)
     if args.connect:
         sinks.append(rr.GrpcSink(args.connect))
