@@ -21,6 +21,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "build-engine": ("perception.commands.build_engine", "build or reuse the cached compiled engine: Inductor package (CPU) or TensorRT (GPU)"),
     "record": ("perception.commands.record", "record cameras, ground truth, detections and status to an MCAP file"),
     "replay": ("perception.commands.replay", "replay a recording to the camera topics (--rate, --lockstep), or --offline"),
+    "view": ("perception.commands.view", "live view in the Rerun viewer: cameras with projected boxes, BEV, latency (docs/live_view.md)"),
     "bench": ("perception.commands.bench", "time each engine backend, the fusion step and a resolution sweep (JSON + plot)"),
 }
 

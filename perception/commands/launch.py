@@ -32,6 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=None, help="stop everything after this many seconds")
     p.add_argument("--log-dir", default=None, help="where each process's output goes (default out/logs/<name>)")
     p.add_argument("--quiet", action="store_true", help="no summary lines")
+    p.add_argument("--view", action="store_true",
+                   help="also start `perception view` (the live view in the Rerun web viewer, docs/live_view.md)")
+    p.add_argument("--view-arg", action="append", default=[], metavar="ARG",
+                   help="an option for the view process, e.g. --view-arg=--web-port=9091 (repeatable)")
     add_log_level(p)
     return p
 
@@ -54,6 +58,16 @@ def main(argv=None) -> int:
     except cfg.ConfigError as e:
         log.error("%s", e)
         return 2
+    if args.view:
+        from perception.commands.view import view_address
+        from perception.liveview import with_view
+
+        try:
+            launch = with_view(launch, args.view_arg)
+        except cfg.ConfigError as e:
+            log.error("%s", e)
+            return 2
+        log.info("live view: open %s", view_address(args.view_arg))
     if os.environ.get("PERCEPTION_KEYS") and not launch.keys:
         from perception import security  # noqa: F401  (registers the tools-key installer PERCEPTION_KEYS asks for)
     log_dir = Path(args.log_dir) if args.log_dir else Path("out") / "logs" / launch.name
