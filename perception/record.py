@@ -23,12 +23,15 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from google.protobuf.message import Message
 
 from perception import topics
 from perception.v1 import recording_pb2
+
+if TYPE_CHECKING:
+    from perception.foxglove import FoxgloveConfig
 
 log = logging.getLogger("perception.record")
 
@@ -70,15 +73,19 @@ class McapFileWriter:
         self._writer = Writer(stream, chunk_size=chunk_size, compression=CompressionType.ZSTD)
         self._writer.start(profile="", library=_library_identifier())
         self._channels: dict[str, tuple[int, str]] = {}
+        self._schemas: dict[str, int] = {}          # message type -> schema id: one schema record per type
         self._sequence: dict[str, int] = {}
         self.written = 0
+        self.written_by_topic: dict[str, int] = {}
 
     def write(self, topic: str, msg: Message, log_time_ns: int, publish_time_ns: int | None = None) -> None:
         from mcap_protobuf.schema import register_schema
 
         name = msg.DESCRIPTOR.full_name
         if topic not in self._channels:
-            schema_id = register_schema(self._writer, type(msg))
+            schema_id = self._schemas.get(name)
+            if schema_id is None:
+                schema_id = self._schemas[name] = register_schema(self._writer, type(msg))
             channel_id = self._writer.register_channel(topic=topic, message_encoding=self._encoding,
                                                        schema_id=schema_id)
             self._channels[topic] = (channel_id, name)
@@ -90,6 +97,7 @@ class McapFileWriter:
                                  publish_time=log_time_ns if publish_time_ns is None else publish_time_ns,
                                  data=msg.SerializeToString(), sequence=seq & 0xFFFFFFFF)
         self.written += 1
+        self.written_by_topic[topic] = self.written_by_topic.get(topic, 0) + 1
 
     def close(self) -> None:
         self._writer.finish()
@@ -102,12 +110,21 @@ class Recorder:
 
     ``offer(topic, msg, payload, recv_ns)`` never blocks: it returns False (and counts the message in
     ``dropped``) when the queue is full. ``record(subscriber, ...)`` is the receive loop of
-    `perception record`. ``close()`` writes what is queued and finishes the file (summary, footer)."""
+    `perception record`. ``close()`` writes what is queued and finishes the file (summary, footer).
+
+    With `foxglove` (a FoxgloveConfig), the writer thread also writes each message's Foxglove
+    channels after the message itself (images, calibrations, the rig's transforms, boxes); while
+    the queue is more than half full it leaves the images out (counted in
+    ``foxglove.skipped["backlog"]``), so the recorded frames keep the disk's time first."""
 
     def __init__(self, output: str | Path | IO[bytes], *, queue_size: int = DEFAULT_QUEUE,
-                 chunk_size: int = DEFAULT_CHUNK_BYTES):
+                 chunk_size: int = DEFAULT_CHUNK_BYTES, foxglove: FoxgloveConfig | None = None):
+        from perception.foxglove import FoxgloveChannels
+
         self._out = McapFileWriter(output, chunk_size=chunk_size)
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
+        # Foxglove channels (perception/foxglove.py), made in the writer thread; None: off
+        self.foxglove = None if foxglove is None else FoxgloveChannels(foxglove)
         self.received: dict[str, int] = {}
         self.dropped: dict[str, int] = {}
         self.error: BaseException | None = None
@@ -154,10 +171,44 @@ class Recorder:
             try:
                 stored = recorded_message(msg, payload)
                 self._out.write(topic, stored, recv_ns, message_stamp_ns(stored, recv_ns))
+                for extra in self._foxglove_of(topic, msg, payload):
+                    self._out.write(extra.topic, extra.msg, recv_ns, extra.stamp_ns)
             except BaseException as e:     # a full disk: stop writing, keep receiving (and counting drops)
                 log.error("recording stopped: %s", e)
                 self.error = e
                 return
+
+    def _foxglove_of(self, topic: str, msg: Message, payload: Any) -> list:
+        """The Foxglove messages of one received message; a failure here never stops the recording
+        (counted as foxglove.skipped["internal_error"] and logged)."""
+        if self.foxglove is None:
+            return []
+        try:
+            return self.foxglove.convert(topic, msg, payload, images=self._queue.qsize() <= self._queue.maxsize // 2)
+        except Exception as e:
+            self.foxglove.skipped["internal_error"] = self.foxglove.skipped.get("internal_error", 0) + 1
+            log.exception("foxglove channels: %s on %s", e, topic)
+            return []
+
+    def summary_lines(self, out: str | Path | None = None) -> list[str]:
+        """The closing summary: per recorded topic received/written/dropped, the Foxglove channels'
+        messages and what they left out, the total (and the file's size when `out` is a path)."""
+        lines = []
+        for topic in sorted(self.received):
+            dropped = self.dropped.get(topic, 0)
+            lines.append(f"{topic}: {self.received[topic]} received, {self._out.written_by_topic.get(topic, 0)} written"
+                         + (f", {dropped} dropped" if dropped else ""))
+        if self.foxglove is not None:
+            fox = {t: n for t, n in self._out.written_by_topic.items() if t.startswith("/foxglove/")}
+            lines.append(f"foxglove channels: {sum(fox.values())} messages on {len(fox)} topics"
+                         + (f"; left out: {dict(sorted(self.foxglove.skipped.items()))}" if self.foxglove.skipped else ""))
+        size = ""
+        if isinstance(out, (str, Path)) and Path(out).exists():
+            size = f" ({Path(out).stat().st_size / 1e6:.1f} MB)"
+        lines.append(f"wrote {self.written} messages to {out}{size}" if out is not None else f"wrote {self.written} messages")
+        if self.error is not None:
+            lines.append(f"recording stopped early: {self.error}")
+        return lines
 
     def close(self) -> None:
         """Write everything queued, then finish the file. Idempotent."""
