@@ -232,7 +232,7 @@ def _valid_object(o: detections_pb2.Object3D) -> bool:
         return False
     if max(abs(c.x), abs(c.y), abs(c.z)) > pconfig.MAX_TRANSLATION_M:
         return False
-    return all(0.0 < v <= MAX_BOX_SIDE_M for v in (s.x, s.y, s.z))
+    return all(0.0 <= v <= MAX_BOX_SIDE_M for v in (s.x, s.y, s.z))
 
 
 def scene_update(objects, stamp_ns: int, alpha: float, labels: bool = True) -> tuple[SceneUpdate, int]:

@@ -26,6 +26,7 @@ Launch file (YAML):
       - {name: cam_front, args: [camera, --name, front, --rate, "{camera_rate}"],  # a `perception` verb
          heartbeat: {endpoint: "tcp://127.0.0.1:5550", topic: camera/front, timeout_s: 5}}
       - {name: tool, cmd: [/usr/bin/env, true], required: false}                   # or any command
+      # respawn: false - never restarted once it exits (what `launch --record` gives its recorder)
 """
 from __future__ import annotations
 
@@ -65,6 +66,7 @@ class ProcessSpec:
     nice: int = 0          # CPU priority offset (0-19): lower-priority helpers, e.g. simulated cameras
     heartbeat: Heartbeat | None = None
     required: bool = True  # giving up on it stops the whole launch
+    respawn: bool = True   # False: never restarted once it exits (a recorder: a restart would replace its file)
 
 
 @dataclass(frozen=True)
@@ -142,8 +144,11 @@ def load_launch(path: str | Path, overrides: dict[str, str] | None = None) -> La
         required = p.get("required", True)
         if not isinstance(required, bool):
             raise cfg.ConfigError(f"{where}: 'required' must be true or false, got {required!r}")
+        respawn = p.get("respawn", True)
+        if not isinstance(respawn, bool):
+            raise cfg.ConfigError(f"{where}: 'respawn' must be true or false, got {respawn!r}")
         specs.append(ProcessSpec(str(p["name"]), command, nice, _heartbeat(p.get("heartbeat"), values, where),
-                                 required))
+                                 required, respawn))
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         raise cfg.ConfigError(f"{path}: process names must be unique")
@@ -474,6 +479,16 @@ class Launcher:
         m.proc = None
         m.log_file.close()
         cause = m.stop_cause or "exit"
+        if not m.spec.respawn:
+            level = logging.INFO if code == 0 else logging.ERROR
+            log.log(level, "%s exited with code %s after %.1f s; not restarted (respawn: false)%s", m.spec.name, code, up,
+                    "" if code == 0 else f": {m.last_log_lines(3) or 'no output'}")
+            if code != 0:
+                self.gave_up.append(m.spec.name)
+                if m.spec.required:
+                    log.error("%s is required: stopping everything", m.spec.name)
+                    self.stopping = True
+            return
         if cause == "exit" and up < self.launch.failed_start_s:
             m.failed_starts += 1
         elif cause == "exit":

@@ -2,7 +2,8 @@
 (perception/launch.py: the launch file format, restarts with backoff, the summary line;
 docs/supervision.md: children die with the launcher, the give-up rule, heartbeats).
 
-Exit codes: 0 all ran until stopped, 1 it gave up on a process, 2 bad launch file."""
+Exit codes: 0 all ran until stopped, 1 it gave up on a process (or --record's recorder failed), 2 bad
+launch file."""
 from __future__ import annotations
 
 import argparse
@@ -36,6 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also start `perception view` (the live view in the Rerun web viewer, docs/live_view.md)")
     p.add_argument("--view-arg", action="append", default=[], metavar="ARG",
                    help="an option for the view process, e.g. --view-arg=--web-port=9091 (repeatable)")
+    p.add_argument("--record", metavar="OUT.mcap", default=None,
+                   help="also record the run: adds a `perception record` process listening where the launch file's "
+                        "cameras and fusion node publish; its summary ends the launch log (docs/recording.md)")
+    p.add_argument("--no-foxglove", action="store_true", help="with --record: no Foxglove channels in the file")
+    p.add_argument("--foxglove-images", choices=["jpeg", "raw", "none"], default="jpeg",
+                   help="with --record: camera images on the Foxglove channels")
     add_log_level(p)
     return p
 
@@ -55,6 +62,12 @@ def main(argv=None) -> int:
                 raise cfg.ConfigError(f"--arg {item!r}: expected NAME=VALUE")
             overrides[name.strip()] = value.strip()
         launch = load_launch(args.file, overrides)
+        recorder = None
+        if args.record:
+            from perception.launch_record import RecordOptions, with_recorder
+
+            launch, recorder = with_recorder(launch, RecordOptions(args.record, foxglove=not args.no_foxglove,
+                                                                   foxglove_images=args.foxglove_images))
     except cfg.ConfigError as e:
         log.error("%s", e)
         return 2
@@ -78,7 +91,21 @@ def main(argv=None) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    return launcher.run(args.duration)
+    if recorder is None:
+        return launcher.run(args.duration)
+    recorder_log = log_dir / f"{recorder.name}.log"
+    offset = recorder_log.stat().st_size if recorder_log.exists() else 0     # logs are appended to
+    log.info("recording to %s (%s)", args.record, " ".join(recorder.command[3:]))
+    code = launcher.run(args.duration)
+    from perception.launch_record import closing_summary
+
+    lines = closing_summary(recorder_log, offset)
+    if lines is None:
+        log.error("the recorder left no summary (killed or crashed?): see %s", recorder_log)
+        return code or 1
+    for line in lines:
+        log.info("record: %s", line)
+    return code
 
 
 if __name__ == "__main__":
