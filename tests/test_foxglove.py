@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 import pytest
-from google.protobuf import descriptor_pool, message_factory
+from google.protobuf import descriptor_pool
 from google.protobuf.descriptor_pb2 import FileDescriptorSet
 from test_record_replay import drive, header, record_drive  # noqa: F401  (drive is a fixture)
 
