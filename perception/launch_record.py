@@ -80,10 +80,10 @@ def publishers(launch: LaunchConfig) -> Publishers:
             if a.endpoint:
                 endpoints.append(a.endpoint)
             else:
-                rig = pconfig.load_rig(a.rig)
-                if a.name not in rig.camera_names:
+                names = pconfig.load_rig(a.rig).camera_names
+                if a.name not in names:
                     raise pconfig.ConfigError(f"{where}: camera {a.name!r} is not in rig {a.rig}")
-                endpoints.append(pconfig.camera_endpoint(rig.camera_names.index(a.name)))
+                endpoints.append(pconfig.camera_endpoint(names.index(a.name)))
         elif argv[0] == "fuse":
             a = _parse(fuse.build_parser(), argv[1:], where)
             fusion_rig = fusion_rig or a.rig
@@ -91,8 +91,8 @@ def publishers(launch: LaunchConfig) -> Publishers:
     if not endpoints:
         raise pconfig.ConfigError(f"launch {launch.name!r} has no `camera` or `fuse` process: --record does not know "
                                   "where to listen (run `perception record -e ENDPOINT ...` instead)")
-    rig = fusion_rig or camera_rig or str(pconfig.DEFAULT_RIG)
-    return Publishers(rig=str(rig), endpoints=list(dict.fromkeys(endpoints)), keys=launch.keys)
+    rig_path = fusion_rig or camera_rig or str(pconfig.DEFAULT_RIG)
+    return Publishers(rig=str(rig_path), endpoints=list(dict.fromkeys(endpoints)), keys=launch.keys)
 
 
 def recorder_spec(launch: LaunchConfig, options: RecordOptions) -> ProcessSpec:
