@@ -162,3 +162,18 @@ def test_launch_record_records_a_live_run(tmp_path):
     assert counts["detections"] > 0 and schemas[fx.DETECTIONS_TOPIC] == "foxglove.SceneUpdate"
     assert counts["sim/truth"] > 0 and counts[fx.TRUTH_TOPIC] > 0 and counts["status/fusion"] > 0
     assert schemas[fx.TF_TOPIC] == "foxglove.FrameTransforms"
+
+
+@pytest.mark.parametrize("flag", [[], ["--no-foxglove"]])
+def test_record_command_prints_the_summary_block(tmp_path, capsys, flag):
+    """The block `closing_summary` reads: a header line, then indented lines; Foxglove's line only when on."""
+    from perception.commands import record
+
+    out_file = tmp_path / "empty.mcap"
+    assert record.main([str(out_file), "-e", f"ipc://{tmp_path}/nobody", "--duration", "0.3", *flag]) == 0
+    printed = capsys.readouterr().out
+    log = tmp_path / "record.log"
+    log.write_text(printed)
+    lines = closing_summary(log)
+    assert lines is not None and lines[-1].startswith(f"wrote 0 messages to {out_file}")
+    assert any(line.startswith("foxglove channels: 0 messages") for line in lines) == (not flag)

@@ -83,11 +83,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         recorder.record(sub, duration_s=args.duration, stop=stop)
     finally:
+        lost = {t: s.superseded for t, s in sub.stats.items() if s.superseded}
         sub.close()
         recorder.close()
     print(SUMMARY_HEADER)
     for line in recorder.summary_lines(args.out):
         print(f"  {line}")
+    if lost:   # the subscriber's per-topic queue overflowed before the recorder took the messages
+        print(f"  lost before the recorder's queue (receive queue full): {dict(sorted(lost.items()))}")
     return 1 if recorder.error is not None else 0
 
 
