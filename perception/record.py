@@ -253,7 +253,8 @@ def read_messages(path: str | Path, topics_: list[str] | None = None,
                   stats: dict | None = None) -> Iterator[RecordedMessage]:
     """The messages of a recording in file order, decoded with this package's classes. A file cut
     short (killed recorder) is read up to its last complete record: `stats["truncated"]` is then
-    True. Works on files from any writer whose channels are perception.v1 protobuf messages."""
+    True. Works on files from any writer whose channels are perception.v1 protobuf messages; other
+    channels (the Foxglove ones) are skipped."""
     from mcap.exceptions import McapError
     from mcap.reader import NonSeekingReader
 
@@ -274,7 +275,9 @@ def read_messages(path: str | Path, topics_: list[str] | None = None,
                 if stats is not None:
                     stats["truncated"] = True
                 return
-            cls = message_class(schema.name) if schema is not None else None
+            # perception.v1 channels only: the Foxglove channels are views of them for Foxglove (their
+            # classes may be in the default pool too, once perception.foxglove is imported)
+            cls = message_class(schema.name) if schema is not None and schema.name.startswith("perception.v1.") else None
             if cls is None:
                 continue
             yield RecordedMessage(channel.topic, message.log_time, message.publish_time, cls.FromString(message.data))

@@ -340,7 +340,9 @@ def test_recording_has_foxglove_channels_decoded_from_stored_schemas(tmp_path, d
     # ... and our own channels are untouched: replay reads the same frames as without Foxglove
     from perception.record import read_messages
 
-    own = [m for m in read_messages(path) if m.topic.startswith(topics.CAMERA_PREFIX)]
+    everything = list(read_messages(path))
+    assert everything and not any(m.topic.startswith("/foxglove/") for m in everything)    # perception.v1 only
+    own = [m for m in everything if m.topic.startswith(topics.CAMERA_PREFIX)]
     assert {(m.msg.header.camera_name, m.msg.header.sequence): (m.msg.header.SerializeToString(), m.msg.pixels)
             for m in own} == sent
     lines = rec.summary_lines(path)
