@@ -347,3 +347,34 @@ def test_recording_has_foxglove_channels_decoded_from_stored_schemas(tmp_path, d
             for m in own} == sent
     lines = rec.summary_lines(path)
     assert any(line.startswith("foxglove channels: ") for line in lines) and lines[-1].startswith("wrote ")
+
+
+@pytest.mark.parametrize("images", ["raw", "jpeg"])
+def test_foxglove_channels_read_back_by_the_foreign_drive_reader(tmp_path, drive, images):  # noqa: F811
+    """perception/drives.py reads Foxglove MCAP files by Foxglove's conventions (optical frame_id,
+    transforms from base_link), independently of this writer: through the Foxglove channels alone it
+    finds the rig (K, T_ego_from_camera) and the frames (pixels equal for raw, close for JPEG)."""
+    from perception.drives import CameraTopics, DriveMapping, open_drive
+
+    rig, frames = drive
+    n_cameras = 2
+    path, sent, _, _ = record_drive(tmp_path, rig, frames, n_cameras, foxglove=fx.FoxgloveConfig(images=images))
+    cams = rig.cameras[:n_cameras]
+    mapping = DriveMapping(tuple(CameraTopics(c.name, fx.image_topic(c.name), fx.calibration_topic(c.name)) for c in cams))
+    with open_drive(path, mapping) as d:
+        assert d.kind == "foxglove-mcap" and d.rig.camera_names == [c.name for c in cams]
+        for got, want in zip(d.rig.cameras, cams):
+            np.testing.assert_allclose(got.K, want.K, atol=1e-12)
+            np.testing.assert_allclose(got.T_ego_from_camera, want.T_ego_from_camera, atol=1e-9)
+        got_frames = [m for m in d.messages() if m.topic.startswith(topics.CAMERA_PREFIX)]
+    by_stamp = {}
+    for (name, _), (h_bytes, px) in sent.items():
+        by_stamp[(name, frame_pb2.FrameHeader.FromString(h_bytes).capture_end_ns)] = px
+    assert sorted((m.msg.header.camera_name, m.msg.header.capture_end_ns) for m in got_frames) == sorted(by_stamp)
+    for m in got_frames:
+        want = np.frombuffer(by_stamp[(m.msg.header.camera_name, m.msg.header.capture_end_ns)], np.uint8)
+        got = np.frombuffer(m.msg.pixels, np.uint8)
+        if images == "raw":
+            assert got.tobytes() == want.tobytes()
+        else:
+            assert got.shape == want.shape and np.abs(got.astype(int) - want).mean() < 3
