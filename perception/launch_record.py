@@ -3,10 +3,11 @@ file's processes for one run, connected to the endpoints that launch file's own 
 publish on, so a live pipeline is recorded by one flag (docs/recording.md).
 
 Where the processes publish is read from their own arguments with their own parsers (the
-`camera` and `fuse` verbs' argparse, so defaults are the verbs' defaults): a camera binds
+`camera`, `fuse` and `replay` verbs' argparse, so defaults are the verbs' defaults): a camera binds
 ``--endpoint`` or the default endpoint of its index in ``--rig``; the fusion node binds
-``--publish``. The rig is the fusion node's ``--rig`` (else a camera's). Other commands are not
-looked into.
+``--publish``; a player (`replay` without --offline) ``--camera-endpoints`` or the rig's default
+camera endpoints. The rig is the fusion node's ``--rig`` (else a camera's or the player's). Other
+commands are not looked into.
 
 The recorder is never restarted (a restart would replace the file: ``respawn=False``) and is not
 required (the pipeline runs on if it fails; the launcher then exits 1). Its closing summary
@@ -65,7 +66,7 @@ class Publishers:
 
 def publishers(launch: LaunchConfig) -> Publishers:
     """Where the launch's cameras and fusion node publish, and their rig; ConfigError if it has neither."""
-    from perception.commands import camera, fuse
+    from perception.commands import camera, fuse, replay
 
     endpoints: list[str] = []
     fusion_rig = camera_rig = None
@@ -88,8 +89,15 @@ def publishers(launch: LaunchConfig) -> Publishers:
             a = _parse(fuse.build_parser(), argv[1:], where)
             fusion_rig = fusion_rig or a.rig
             endpoints.append(a.publish)
+        elif argv[0] == "replay":                     # the player publishes on the camera endpoints
+            a = _parse(replay.build_parser(), argv[1:], where)
+            if a.offline:
+                continue
+            camera_rig = camera_rig or a.rig
+            n = len(pconfig.load_rig(a.rig or pconfig.DEFAULT_RIG).cameras)
+            endpoints += list(a.camera_endpoints or [pconfig.camera_endpoint(i) for i in range(n)])
     if not endpoints:
-        raise pconfig.ConfigError(f"launch {launch.name!r} has no `camera` or `fuse` process: --record does not know "
+        raise pconfig.ConfigError(f"launch {launch.name!r} has no `camera`, `fuse` or `replay` process: --record does not know "
                                   "where to listen (run `perception record -e ENDPOINT ...` instead)")
     rig_path = fusion_rig or camera_rig or str(pconfig.DEFAULT_RIG)
     return Publishers(rig=str(rig_path), endpoints=list(dict.fromkeys(endpoints)), keys=launch.keys)

@@ -41,6 +41,18 @@ def test_recorder_of_the_shipped_launch_file(tmp_path):
     assert "--no-foxglove" in plain.command and "--foxglove-images" not in plain.command
 
 
+def test_recorder_of_the_replay_launch_file_listens_to_the_player():
+    launch = load_launch(pconfig.DEFAULT_LAUNCH.parent / "replay.yaml")
+    assert publishers(launch).endpoints == [pconfig.camera_endpoint(i) for i in range(6)] + [pconfig.FUSION_ENDPOINT]
+    path_launch = load_launch(pconfig.DEFAULT_LAUNCH.parent / "replay.yaml")
+    from dataclasses import replace
+
+    player = path_launch.processes[0]
+    explicit = replace(player, command=[*player.command, "--camera-endpoints", *[f"ipc:///tmp/p/{i}" for i in range(6)]])
+    pubs = publishers(replace(path_launch, processes=[explicit]))
+    assert pubs.endpoints == [f"ipc:///tmp/p/{i}" for i in range(6)] and pubs.rig == str(pconfig.DEFAULT_RIG)
+
+
 def test_recorder_of_a_secure_launch_joins_with_its_keys(tmp_path):
     launch = load_launch(pconfig.DEFAULT_LAUNCH.parent / "sim_secure.yaml", {"keys": str(tmp_path / "k")})
     _, spec = with_recorder(launch, RecordOptions("d.mcap"))
@@ -62,7 +74,7 @@ def test_explicit_endpoints_rig_and_name_clash(tmp_path):
 
 
 @pytest.mark.parametrize("processes,match", [
-    ([{"name": "t", "cmd": ["true"]}], "no `camera` or `fuse`"),
+    ([{"name": "t", "cmd": ["true"]}, {"name": "r", "args": ["replay", "d.mcap", "--offline"]}], "no `camera`, `fuse` or `replay`"),
     ([{"name": "c", "args": ["camera", "--name", "nope"]}], "not in rig"),
     ([{"name": "c", "args": ["camera", "--rate", "5"]}], "cannot read its arguments")])
 def test_launch_without_known_publishers_is_a_config_error(tmp_path, processes, match):
