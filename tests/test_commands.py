@@ -20,7 +20,7 @@ LIBRARY_PACKAGES = ("model", "runtime", "sim", "fusion", "cameras")
 VERB_OPTION = {"launch": "--duration", "camera": "--name", "fuse": "--backend", "echo": "--json", "hz": "--window",
                "train": "--steps", "eval": "--scenes", "render": "--overlay", "export": "--opset",
                "build-engine": "--dry-run", "bench": "--backends", "keys": "--dir",
-               "record": "--duration", "replay": "--offline"}
+               "record": "--duration", "replay": "--offline", "view": "--save"}
 
 
 def test_every_verb_is_covered_here():
