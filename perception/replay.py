@@ -13,6 +13,8 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -26,6 +28,8 @@ log = logging.getLogger("perception.replay")
 
 # Frames are read in file (arrival) order and released in capture order through a heap this deep.
 REORDER_DEPTH = 64
+# Messages read ahead of the engine by the reader thread (about 4 frame sets of 6 cameras).
+PREFETCH_DEPTH = 32
 
 
 @dataclass
@@ -85,6 +89,49 @@ def _in_stamp_order(messages: Iterator[RecordedMessage], depth: int = REORDER_DE
             yield heapq.heappop(heap)[3]
     while heap:
         yield heapq.heappop(heap)[3]
+
+
+def prefetched(items: Iterator, depth: int = PREFETCH_DEPTH) -> Iterator:
+    """`items`, produced by a reader thread up to `depth` ahead: reading and decompressing the file
+    (zstd and protobuf parsing) overlap the engine instead of adding to it. Order is unchanged; an
+    exception in the reader is raised here, at the item where it happened. The reader stops when
+    this generator is closed."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    end = object()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        try:
+            for item in items:
+                if not put((item, None)):
+                    return
+        except BaseException as e:      # handed to the consumer, raised there
+            put((end, e))
+            return
+        put((end, None))
+
+    thread = threading.Thread(target=read, daemon=True, name="perception-replay-reader")
+    thread.start()
+    try:
+        while True:
+            item, error = q.get()
+            if item is end:
+                if error is not None:
+                    raise error
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 class OfflineReplay:
@@ -157,7 +204,7 @@ class OfflineReplay:
                     on_detections(msg)
 
         wanted = [topics.TRUTH] + [topics.camera(n) for n in self.rig.camera_names]
-        for m in _in_stamp_order(drive.messages(wanted)):
+        for m in prefetched(_in_stamp_order(drive.messages(wanted))):
             if m.topic == topics.TRUTH:
                 summary.truth += 1
                 score.add_truth(m.msg)
