@@ -254,6 +254,18 @@ def _stamp(sec: Any, nanos: Any) -> int:
 
 # ------------------------------------------------------------------------------------------ sources
 
+def _check_types(path: Path, types: dict[str, str], mapping: DriveMapping, image_types: tuple[str, ...],
+                 info_type: str) -> None:
+    """DriveError when a mapped topic the drive has carries another message type than expected."""
+    for cam in mapping.cameras:
+        t = types.get(cam.image)
+        if t is not None and t not in image_types:
+            raise DriveError(f"{path}: image topic {cam.image} of camera {cam.name} is a {t}, not {' or '.join(image_types)}")
+        t = types.get(cam.info) if cam.info else None
+        if t is not None and t != info_type:
+            raise DriveError(f"{path}: calibration topic {cam.info} of camera {cam.name} is a {t}, not {info_type}")
+
+
 class _RosSource:
     """A ROS 2 bag directory (or ROS 1 .bag) through rosbags' AnyReader, messages deserialized
     with the type definitions stored in the bag."""
@@ -273,14 +285,7 @@ class _RosSource:
         self._reader.close()
 
     def check_types(self, mapping: DriveMapping) -> None:
-        for cam in mapping.cameras:
-            t = self.types.get(cam.image)
-            if t is not None and t not in (ROS_IMAGE, ROS_COMPRESSED):
-                raise DriveError(f"{self.path}: image topic {cam.image} of camera {cam.name} is a {t}, "
-                                 f"not {ROS_IMAGE} or {ROS_COMPRESSED}")
-            t = self.types.get(cam.info) if cam.info else None
-            if t is not None and t != ROS_INFO:
-                raise DriveError(f"{self.path}: calibration topic {cam.info} of camera {cam.name} is a {t}, not {ROS_INFO}")
+        _check_types(self.path, self.types, mapping, (ROS_IMAGE, ROS_COMPRESSED), ROS_INFO)
 
     def read(self, wanted: set[str], tf_topics: tuple[str, ...], on_bad) -> Iterator[Any]:
         """_Image, _Info and _Transform of the `wanted` topics (plus `tf_topics`) in file order;
@@ -349,14 +354,7 @@ class _FoxgloveSource:
         pass
 
     def check_types(self, mapping: DriveMapping) -> None:
-        for cam in mapping.cameras:
-            t = self.types.get(cam.image)
-            if t is not None and t not in (FOX_IMAGE, FOX_COMPRESSED):
-                raise DriveError(f"{self.path}: image topic {cam.image} of camera {cam.name} is a {t}, "
-                                 f"not {FOX_IMAGE} or {FOX_COMPRESSED}")
-            t = self.types.get(cam.info) if cam.info else None
-            if t is not None and t != FOX_INFO:
-                raise DriveError(f"{self.path}: calibration topic {cam.info} of camera {cam.name} is a {t}, not {FOX_INFO}")
+        _check_types(self.path, self.types, mapping, (FOX_IMAGE, FOX_COMPRESSED), FOX_INFO)
 
     def read(self, wanted: set[str], tf_topics: tuple[str, ...], on_bad) -> Iterator[Any]:
         """As _RosSource.read; transforms come from every FrameTransform(s) channel when
