@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from perception import config as pconfig
+from perception.commands._launch_record import RecordOptions, closing_summary, publishers, with_recorder
 from perception.launch import Launcher, load_launch
-from perception.launch_record import RecordOptions, closing_summary, publishers, with_recorder
 
 
 def write(tmp_path, data, name="launch.yaml"):

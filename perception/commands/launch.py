@@ -64,7 +64,7 @@ def main(argv=None) -> int:
         launch = load_launch(args.file, overrides)
         recorder = None
         if args.record:
-            from perception.launch_record import RecordOptions, with_recorder
+            from perception.commands._launch_record import RecordOptions, with_recorder
 
             launch, recorder = with_recorder(launch, RecordOptions(args.record, foxglove=not args.no_foxglove,
                                                                    foxglove_images=args.foxglove_images))
@@ -97,7 +97,7 @@ def main(argv=None) -> int:
     offset = recorder_log.stat().st_size if recorder_log.exists() else 0     # logs are appended to
     log.info("recording to %s (%s)", args.record, " ".join(recorder.command[3:]))
     code = launcher.run(args.duration)
-    from perception.launch_record import closing_summary
+    from perception.commands._launch_record import closing_summary
 
     lines = closing_summary(recorder_log, offset)
     if lines is None:
