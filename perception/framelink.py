@@ -90,7 +90,8 @@ class FrameLink:
         self.endpoints = [self.pubs[n].endpoint for n in camera_names]
         self.truth_pub = self.pubs[camera_names[0]]
         self.sent = SentFrames()
-        self._calibration_sent: dict[str, str] = {}    # camera -> calibration_id last carried
+        self._calibration_sent: dict[str, tuple[str, int]] = {}   # camera -> (calibration_id, joins) last carried
+        self._joins: dict[int, int] = {}               # id(publisher) -> subscription events seen (batches)
         self.status_seen = False
         self.last_status = None                        # the newest NodeStatus received
 
@@ -110,11 +111,14 @@ class FrameLink:
         subscriber (re)joined its publisher. Returns the (camera, wire sequence) key."""
         name = header.camera_name
         pub = self.pubs[name]
+        if pub.new_subscriptions() > 0:         # per publisher: every camera on it carries its calibration again
+            self._joins[id(pub)] = self._joins.get(id(pub), 0) + 1
+        joins = self._joins.get(id(pub), 0)
         if (calibration is not None and not header.HasField("calibration")
-                and (self._calibration_sent.get(name) != calibration.calibration_id or pub.new_subscriptions() > 0)):
+                and self._calibration_sent.get(name) != (calibration.calibration_id, joins)):
             header.calibration.CopyFrom(calibration)
         if header.HasField("calibration"):
-            self._calibration_sent[name] = header.calibration.calibration_id
+            self._calibration_sent[name] = (header.calibration.calibration_id, joins)
         header.publish_ns = time.time_ns()
         self.sent.remember(name, header.sequence, sequence, stamp_ns)
         pub.publish(topics.camera(name), header, pixels)
