@@ -270,8 +270,8 @@ def test_assert_no_phantoms_lists_the_offenders():
 # ---------------------------------------------------------------------------------------- plugin
 
 def test_the_plugin_gives_fixtures_options_and_clear_start_failures(pytester):
-    """Loaded with -p as the pytest11 entry point loads it: the fixtures and options exist, and a
-    node that cannot start fails the test with the node's own reason."""
+    """Loaded through the pytest11 entry point when the package is installed (else with -p): the
+    fixtures and options exist, and a node that cannot start fails the test with the node's own reason."""
     pytester.makepyfile(test_user="""
         import pytest
 
@@ -282,11 +282,15 @@ def test_the_plugin_gives_fixtures_options_and_clear_start_failures(pytester):
         def test_uses_the_node(perception_session):
             pass
     """)
-    fixtures = pytester.runpytest_subprocess("-p", "perception.testing.pytest_plugin", "--fixtures")
+    from importlib.metadata import entry_points
+
+    installed = any(ep.value == "perception.testing.pytest_plugin" for ep in entry_points(group="pytest11"))
+    load = [] if installed else ["-p", "perception.testing.pytest_plugin"]    # -p on top of the entry point would register it twice
+    fixtures = pytester.runpytest_subprocess(*load, "--fixtures")
     fixtures.stdout.fnmatch_lines(["*perception_node*", "*perception_session*", "*perception_node_options*"])
-    helped = pytester.runpytest_subprocess("-p", "perception.testing.pytest_plugin", "--help")
+    helped = pytester.runpytest_subprocess(*load, "--help")
     helped.stdout.fnmatch_lines(["*--perception-backend*", "*--perception-threads*"])
-    run = pytester.runpytest_subprocess("-p", "perception.testing.pytest_plugin", "-p", "no:cacheprovider")
+    run = pytester.runpytest_subprocess(*load, "-p", "no:cacheprovider")
     run.assert_outcomes(errors=1)
     run.stdout.fnmatch_lines(["*could not start the fusion node*exited with code 2 while starting*"])
 
