@@ -26,7 +26,6 @@ depend on the machine's speed; no answer within `set_timeout_s` is a LockstepTim
 """
 from __future__ import annotations
 
-import collections
 import logging
 import math
 import time
@@ -36,13 +35,13 @@ from pathlib import Path
 
 from perception import config as pconfig
 from perception import topics
+from perception.framelink import FrameLink, lists_any
 from perception.record import RECORDED_FRAME_TYPE, RecordedMessage
 
 log = logging.getLogger("perception.player")
 
 TRUTH_TYPE = "perception.v1.GroundTruth"
 MAX_EXPOSURE_NS = 1_000_000_000      # capture_end - capture_start of a valid frame, at most
-MAX_SENT_MAP = 4096                  # (camera, sequence) -> recorded frame, remembered for translation
 
 
 class PlayerError(RuntimeError):
@@ -183,7 +182,6 @@ class Player:
                  on_detections: Callable | None = None, progress=None):
         from perception.model.config import load_model_config
         from perception.model.weights import CONFIG_FILE
-        from perception.transport import Publisher, Subscriber
 
         config.validate()
         self.config = config
@@ -200,24 +198,8 @@ class Player:
         self.progress = progress
         self.summary = PlayerSummary()
         self.running = True
-        self.pubs: dict[str, object] = {}
-        by_endpoint: dict[str, object] = {}
-        try:
-            for name, ep in zip(names, endpoints):
-                if ep not in by_endpoint:
-                    by_endpoint[ep] = Publisher(ep, sndhwm=64)
-                self.pubs[name] = by_endpoint[ep]
-            self.sub = Subscriber(config.node_endpoint, [topics.DETECTIONS, topics.FUSION_STATUS], rcvhwm=256)
-        except BaseException:
-            for p in by_endpoint.values():
-                p.close()  # type: ignore[attr-defined]
-            raise
-        self._publishers = list(by_endpoint.values())
-        self.truth_pub = self.pubs[names[0]]            # the simulator publishes truth from camera 0
-        self._sent: collections.OrderedDict = collections.OrderedDict()   # (camera, sent seq) -> (seq, stamp)
+        self.link = FrameLink(names, endpoints, config.node_endpoint)
         self._calibration: dict[str, object] = {}      # camera -> latest valid recorded CameraCalibration
-        self._calibration_sent: set[str] = set()
-        self._status_seen = False
         log.info("player: %d cameras to %s, detections from %s, %s", len(names), ", ".join(endpoints),
                  config.node_endpoint, "lock-step" if config.lockstep else f"{self.rate:g}x real time")
 
@@ -314,11 +296,7 @@ class Player:
         """Until the node subscribed to every camera (it then gets the first frame) and, in
         lock-step, its first status came (our detections subscription is connected)."""
         deadline = time.monotonic() + self.config.wait_node_s
-        missing = []
-        for name in self.rig.camera_names:
-            if not self.pubs[name].wait_for_subscriber(max(0.0, deadline - time.monotonic()),  # type: ignore[attr-defined]
-                                                       topics.camera(name)):
-                missing.append(name)
+        missing = self.link.unsubscribed(self.config.wait_node_s)
         if missing:
             msg = (f"no subscriber for {', '.join(missing)} within {self.config.wait_node_s:g} s: is `perception fuse` "
                    f"running with --camera-endpoints pointing at this player?")
@@ -327,7 +305,7 @@ class Player:
             log.warning("%s (playing anyway)", msg)
             return
         if self.config.lockstep:
-            while not self._status_seen:
+            while not self.link.status_seen:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise PlayerError(f"the node subscribed but nothing came from {self.config.node_endpoint} "
@@ -411,7 +389,7 @@ class Player:
             msg = detections_pb2.GroundTruth()
             msg.CopyFrom(m.msg)
             msg.stamp_ns = new_stamp(m.msg.stamp_ns)  # type: ignore[attr-defined]
-            self.truth_pub.publish(topics.TRUTH, msg)  # type: ignore[attr-defined]
+            self.link.send_truth(msg)
             s.truth_sent += 1
         keys = set()
         for m in fs.frames:
@@ -426,20 +404,8 @@ class Player:
             h.capture_end_ns = end
             h.capture_start_ns = end - (rec.capture_end_ns - rec.capture_start_ns)
             h.sequence = rec.sequence + seq_offset
-            h.publish_ns = time.time_ns()
-            pub = self.pubs[rec.camera_name]
-            # The node may not know the calibration this drive was recorded with (it starts from the
-            # rig file): carry it in each camera's first frame and whenever a subscriber (re)joins.
-            if (not h.HasField("calibration") and rec.camera_name in self._calibration
-                    and (rec.camera_name not in self._calibration_sent or pub.new_subscriptions() > 0)):  # type: ignore[attr-defined]
-                h.calibration.CopyFrom(self._calibration[rec.camera_name])
-            self._calibration_sent.add(rec.camera_name)
-            key = (rec.camera_name, h.sequence)
-            self._sent[key] = (rec.sequence, rec.capture_end_ns)
-            while len(self._sent) > MAX_SENT_MAP:
-                self._sent.popitem(last=False)
-            keys.add(key)
-            pub.publish(topics.camera(rec.camera_name), h, m.msg.pixels)  # type: ignore[attr-defined]
+            keys.add(self.link.send_frame(h, m.msg.pixels, self._calibration.get(rec.camera_name),  # type: ignore[attr-defined]
+                                          sequence=rec.sequence, stamp_ns=rec.capture_end_ns))
             s.frames_sent += 1
             if self.progress is not None:
                 self.progress.update(1)
@@ -462,38 +428,22 @@ class Player:
     def _receive(self, timeout_s: float) -> list:
         """Take what the node published (waiting up to timeout_s for the first message); returns
         the Detections as received, each also passed to on_detections translated."""
-        got = []
-        rx = self.sub.recv(int(timeout_s * 1000))
-        while rx is not None:
-            if rx.topic == topics.FUSION_STATUS:
-                self._status_seen = True
-            elif rx.topic == topics.DETECTIONS:
-                self._status_seen = True
-                got.append(rx.msg)
-                self.summary.detections += 1
-                self.summary.objects += len(rx.msg.objects)
-                translated = self.translate(rx.msg)
-                if translated is None:
-                    self.summary.unmatched_detections += 1
-                elif self.on_detections is not None:
-                    self.on_detections(translated, rx.msg)
-            rx = self.sub.recv(0)
+        got = self.link.receive(timeout_s)
+        for msg in got:
+            self.summary.detections += 1
+            self.summary.objects += len(msg.objects)
+            translated = self.translate(msg)
+            if translated is None:
+                self.summary.unmatched_detections += 1
+            elif self.on_detections is not None:
+                self.on_detections(translated, msg)
         return got
 
     def translate(self, msg):
         """A copy of a received Detections in recording time: every frame's sequence and capture
         stamp as recorded, stamp_ns the newest of them; age_ms and timings stay (wall clock).
         None when a frame it lists is not one this player sent (recently)."""
-        out = type(msg)()
-        out.CopyFrom(msg)
-        for f in out.frames:
-            rec = self._sent.get((f.camera_name, f.sequence))
-            if rec is None:
-                return None
-            f.sequence, f.capture_end_ns = rec
-        if out.frames:
-            out.stamp_ns = max(f.capture_end_ns for f in out.frames)
-        return out
+        return self.link.sent.translate(msg)
 
     def _await(self, keys: set, fs: _Set) -> None:
         """Lock-step: receive until a Detections lists one of `keys` (the set just sent)."""
@@ -508,7 +458,7 @@ class Player:
                     f"cameras {cams}) within {self.config.set_timeout_s:g} s from {self.config.node_endpoint}; "
                     f"is the node still running (its log says why it refused frames)?")
             for msg in self._receive(min(left, 0.1)):
-                if any((f.camera_name, f.sequence) in keys for f in msg.frames):
+                if lists_any(msg, keys):
                     self.summary.lockstep_waits.append(time.monotonic() - t0)
                     return
 
@@ -518,9 +468,7 @@ class Player:
             self._receive(min(0.1, max(0.0, end - time.monotonic())))
 
     def close(self) -> None:
-        self.sub.close()
-        for p in self._publishers:
-            p.close()  # type: ignore[attr-defined]
+        self.link.close()
 
 
 def file_source(path: str | Path, stats: dict | None = None, rig: pconfig.RigConfig | None = None):
