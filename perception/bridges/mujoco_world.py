@@ -420,6 +420,13 @@ def _check_camera(cam) -> float:
     return math.degrees(2 * math.atan((cam.height / 2) / fy))
 
 
+def camera_element(mujoco, cam) -> str:
+    """The MJCF <camera> of a rig camera, for a body whose frame is the ego frame."""
+    T = np.asarray(cam.T_ego_from_camera, float)
+    q = _camera_quat(mujoco, T[:3, :3])
+    return f'<camera name="{cam.name}" pos="{_f(*T[:3, 3])}" quat="{_f(*q)}" fovy="{_check_camera(cam):.9f}"/>'
+
+
 class MujocoStreet:
     """One street, built and simulated in MuJoCo, with the rig's cameras on the ego body.
 
@@ -432,7 +439,8 @@ class MujocoStreet:
     def __init__(self, seed: int, rig: RigConfig, config: StreetConfig | None = None):
         self.mujoco = mujoco = import_mujoco()
         self.seed, self.rig, self.config = int(seed), rig, config or StreetConfig()
-        self._fovy = {c.name: _check_camera(c) for c in rig.cameras}
+        for c in rig.cameras:
+            _check_camera(c)            # refused before anything is built
         rng = np.random.default_rng([0x6D756A6F, self.seed])
         self.xml, self._targets = self._build_xml(rng)
         self.model = mujoco.MjModel.from_xml_string(self.xml)
@@ -513,11 +521,7 @@ class MujocoStreet:
             joint = f'<joint name="drive_{k}" type="slide" axis="1 0 0" damping="0"/>' if t.speed else ""
             world.append(f'<body name="{CLASSES[t.cls]}_{k}" pos="{_f(t.xy[0], t.xy[1], 0)}" euler="0 0 {math.degrees(t.yaw):.6f}">'
                          f'{joint}{"".join(geoms)}</body>')
-        cams = []
-        for c in self.rig.cameras:
-            T = np.asarray(c.T_ego_from_camera, float)
-            q = _camera_quat(self.mujoco, T[:3, :3])
-            cams.append(f'<camera name="{c.name}" pos="{_f(*T[:3, 3])}" quat="{_f(*q)}" fovy="{self._fovy[c.name]:.9f}"/>')
+        cams = [camera_element(self.mujoco, c) for c in self.rig.cameras]
         world.append(f'<body name="ego" pos="{_f(ego_xy[0], ego_xy[1], 0)}" euler="0 0 {math.degrees(ego_yaw):.6f}">'
                      f'{"".join(cams)}</body>')
         fog = (f'<map znear="0.001" zfar="6" fogstart="{rng.uniform(1.5, 4):.3f}" fogend="{rng.uniform(6, 9):.3f}" '
@@ -633,10 +637,13 @@ class MujocoStreet:
         return float(self.data.time)
 
     def advance(self, dt_s: float) -> None:
-        """Simulate dt_s seconds (whole MuJoCo time steps)."""
+        """Simulate dt_s seconds (whole MuJoCo time steps). mj_step leaves poses (xpos, xmat) as they
+        were before its last integration; mj_forward brings them, and so the truth and the
+        renders, to the new state."""
         n = int(round(dt_s / self.model.opt.timestep))
         for _ in range(n):
             self.mujoco.mj_step(self.model, self.data)
+        self.mujoco.mj_forward(self.model, self.data)
 
     def T_world_from_ego(self) -> np.ndarray:
         d = self.data
@@ -693,21 +700,27 @@ class MujocoStreet:
         """Every rig camera's view: {name: BGR uint8 H x W x 3}."""
         return {c.name: self.render_camera(c.name) for c in self.rig.cameras}
 
+    def target_image(self, name: str, width: int | None = None) -> np.ndarray:
+        """int64 (H, W): index of the target seen at each pixel of camera `name` (-1: none), from
+        MuJoCo's segmentation render at `width` pixels across (default: the camera's own size)."""
+        cam = self.rig.camera(name)
+        width = width or cam.width
+        h = cam.height if width == cam.width else max(1, round(cam.height * width / cam.width))
+        r = self._renderer(width, h, segmentation=True)
+        r.update_scene(self.data, camera=name, scene_option=self._option)
+        seg = r.render()
+        ids = seg[:, :, 0].astype(np.int64)
+        is_geom = (seg[:, :, 1] == int(self.mujoco.mjtObj.mjOBJ_GEOM)) & (ids >= 0)
+        return np.where(is_geom, self._geom_target[np.clip(ids, 0, len(self._geom_target) - 1)], -1)
+
     def visible_pixels(self) -> np.ndarray:
         """int64 per target: its pixels in the segmentation render (VISIBILITY_WIDTH wide) of the camera
         that sees most of it, occlusion by everything in the scene included (perception/sim/truth.py's rule)."""
         n = len(self._targets)
         best = np.zeros(n, np.int64)
         for cam in self.rig.cameras:
-            h = max(1, round(cam.height * VISIBILITY_WIDTH / cam.width))
-            r = self._renderer(VISIBILITY_WIDTH, h, segmentation=True)
-            r.update_scene(self.data, camera=cam.name, scene_option=self._option)
-            seg = r.render()
-            ids = seg[:, :, 0].ravel()
-            is_geom = seg[:, :, 1].ravel() == int(self.mujoco.mjtObj.mjOBJ_GEOM)
-            tgt = np.where(is_geom & (ids >= 0), self._geom_target[np.clip(ids, 0, len(self._geom_target) - 1)], -1)
-            counts = np.bincount(tgt[tgt >= 0], minlength=n)
-            best = np.maximum(best, counts[:n])
+            tgt = self.target_image(cam.name, VISIBILITY_WIDTH).ravel()
+            best = np.maximum(best, np.bincount(tgt[tgt >= 0], minlength=n)[:n])
         return best
 
     def ground_truth(self, stamp_ns: int):
@@ -737,24 +750,13 @@ class MujocoStreet:
         self.close()
 
 
-def drive(session, street: MujocoStreet, steps: int, dt_s: float = 0.1, timeout_s: float = 30.0,
-          stamp0_ns: int | None = None) -> Iterator[tuple[Any, Any]]:
-    """Lock-step through a client Session: for each step render every camera, send the frame set
-    with the simulator's ground truth, wait for its Detections, then advance the simulation by dt_s.
-    Yields (StepResult, GroundTruth). A frame set is stamped stamp0_ns (default: now) plus the
-    simulated time, or the wall clock when that is later: the node refuses frames stamped far behind
-    its clock, and rendering in software is slower than real time (as the lock-step player does).
-    The detections do not depend on the stamps."""
-    import time
-
-    t0 = time.time_ns() if stamp0_ns is None else int(stamp0_ns)
-    last = -1
+def drive(session, street: MujocoStreet, steps: int, dt_s: float = 0.1, timeout_s: float = 30.0) -> Iterator[tuple[Any, Any]]:
+    """Lock-step through a client Session (perception.client): for each step render every camera,
+    send the frame set with the simulator's ground truth, wait for its Detections, then advance the
+    simulation by dt_s. Yields (StepResult, GroundTruth). Stamps are MuJoCo's simulated time (the
+    session maps them to its wall clock and back)."""
     for _ in range(steps):
-        stamp = t0 + int(round(street.time_s * 1e9))
-        if stamp0_ns is None:
-            stamp = max(stamp, time.time_ns())
-        stamp = max(stamp, last + 1)
-        last = stamp
+        stamp = int(round(street.time_s * 1e9))
         truth = street.ground_truth(stamp)
         result = session.step(images=street.render(), stamp_ns=stamp, truth=truth, timeout_s=timeout_s)
         yield result, truth
