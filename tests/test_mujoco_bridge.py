@@ -56,7 +56,8 @@ def test_a_known_point_renders_where_the_rig_projects_it(rig):
             v, u = np.nonzero(seg == model.geom(f"p{i}").id)
             assert len(u) > 0, f"camera {cam.name}: sphere {i} at {pts[i][0]} not rendered (expected at {uv_expected[i]})"
             got = np.array([u.mean(), v.mean()])
-            assert np.abs(got - uv_expected[i]).max() < 0.5, f"camera {cam.name}: point {pts[i][0]} rendered at {got}, K/T put it at {uv_expected[i]}"
+            assert np.abs(got - uv_expected[i]).max() < 0.5, \
+                f"camera {cam.name}: point {pts[i][0]} rendered at {got}, K/T put it at {uv_expected[i]}"
 
 
 def test_truth_boxes_contain_what_is_rendered(street, rig):

@@ -273,7 +273,7 @@ class _Layout:
 
 def _lane_fill(rng, cfg: StreetConfig, lo: float, hi: float, gap) -> list[tuple[float, int, np.ndarray]]:
     """Vehicles along [lo, hi]: (centre along the lane, class, size), gaps drawn from `gap`."""
-    out = []
+    out: list[tuple[float, int, np.ndarray]] = []
     x = lo + rng.uniform(0, gap[1])
     while True:
         cls = TRUCK if rng.random() < cfg.truck_fraction else CAR
@@ -532,7 +532,7 @@ class MujocoStreet:
   <statistic extent="100" center="0 0 0"/>
   <visual>
     <global offwidth="{max(width, VISIBILITY_WIDTH)}" offheight="{max(height, 90)}"/>
-    <quality shadowsize="4096" offsamples="4"/>
+    <quality shadowsize="2048" offsamples="0"/>
     <headlight ambient="{_f(amb, amb, amb)}" diffuse="0.05 0.05 0.05" specular="0 0 0"/>
     {fog}
     <rgba fog="{_f(*sky_low, 1)}" haze="{_f(*sky_low, 1)}"/>
@@ -561,7 +561,8 @@ class MujocoStreet:
             if dashed:
                 for x in np.arange(-90, 90, 9.0):
                     if lay.cross_x is None or abs(x + 1.5 - lay.cross_x) > lay.cross_hw + 3:
-                        g.append(f'<geom type="plane" pos="{_f(x + 1.5, y, 0.02)}" size="{_f(1.5, width / 2, 1)}" rgba="{rgba}" material="marking"/>')
+                        g.append(f'<geom type="plane" pos="{_f(x + 1.5, y, 0.02)}" size="{_f(1.5, width / 2, 1)}" '
+                                 f'rgba="{rgba}" material="marking"/>')
             else:
                 g.append(f'<geom type="plane" pos="{_f(0, y, 0.02)}" size="{_f(L, width / 2, 1)}" rgba="{rgba}" material="marking"/>')
 
@@ -598,7 +599,8 @@ class MujocoStreet:
                     trunk = rng.uniform(2.3, 3.2)
                     r = rng.uniform(1.2, 2.2)
                     leaves = _rgba(_jitter(rng, LEAVES[rng.integers(len(LEAVES))], 0.15))
-                    g.append(f'<geom type="cylinder" pos="{_f(x, y, trunk / 2)}" size="{_f(0.15, trunk / 2)}" rgba="0.3 0.22 0.15 1" material="matte"/>')
+                    g.append(f'<geom type="cylinder" pos="{_f(x, y, trunk / 2)}" size="{_f(0.15, trunk / 2)}" '
+                             'rgba="0.3 0.22 0.15 1" material="matte"/>')
                     g.append(f'<geom type="ellipsoid" pos="{_f(x, y, trunk + r)}" size="{_f(r, r, r * 1.2)}" rgba="{leaves}" material="matte"/>')
             for x in np.arange(-100 + rng.uniform(0, 20), 100, rng.uniform(20, 35)):
                 y = s * (lay.curb + 0.3)
