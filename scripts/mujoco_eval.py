@@ -27,11 +27,14 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
-def truth_boxes(boxes, frame: int, classes):
+def truth_boxes(boxes, frame: int, classes, cfg):
+    """Visible truth inside the model's BEV range, as metrics Boxes (what `perception eval` scores:
+    dataset.boxes_to_array keeps the same boxes)."""
     from perception.metrics import Box
 
+    (x0, x1), (y0, y1) = cfg.bev_x_range, cfg.bev_y_range
     return [Box(frame, classes[b.cls], np.asarray(b.center, float), np.asarray(b.size, float), float(b.yaw),
-                np.asarray(b.velocity, float), 1.0) for b in boxes]
+                np.asarray(b.velocity, float), 1.0) for b in boxes if x0 <= b.center[0] < x1 and y0 <= b.center[1] < y1]
 
 
 def objects_key(detections) -> list[tuple]:
@@ -40,12 +43,13 @@ def objects_key(detections) -> list[tuple]:
              o.velocity.x, o.velocity.y) for o in detections.objects]
 
 
-def run_world(session, world: str, scenes: int, seed: int, classes, picture_first: bool):
+def run_world(session, world: str, scenes: int, seed: int, cfg, picture_first: bool):
     """Score `scenes` scenes of one world; returns (dets, gts, timings, first scene for a picture)."""
     from perception import boxes as pboxes
     from perception.boxes import MIN_VISIBLE_PX
 
     rig = session.rig
+    classes = tuple(cfg.classes)
     dets, gts = [], []
     t_render, t_truth, t_step, t_total = [], [], [], []
     first = None
@@ -82,7 +86,7 @@ def run_world(session, world: str, scenes: int, seed: int, classes, picture_firs
         t_step.append(te - ts)
         t_total.append(te - t0)
         d = pboxes.metric_boxes(r.detections.objects, i, classes)
-        g = truth_boxes(visible, i, classes)
+        g = truth_boxes(visible, i, classes, cfg)
         dets += d
         gts += g
         if first is None and picture_first:
@@ -202,10 +206,11 @@ def main(argv=None) -> int:
     report: dict = {"scenes": args.scenes, "seed": args.seed, "backend": args.backend, "threads": args.threads,
                     "score_threshold": 0.05, "worlds": {}}
     with Session.start(backend=args.backend, threads=args.threads, score_threshold=0.05) as session:
-        classes = tuple(load_model_config(Path(session_model_dir()) / "config.yaml").classes)
+        cfg = load_model_config(Path(session_model_dir()) / "config.yaml")
+        classes = tuple(cfg.classes)
         for world in args.worlds.split(","):
             print(f"== {world}: {args.scenes} scenes", flush=True)
-            dets, gts, timing, first = run_world(session, world, args.scenes, args.seed, classes,
+            dets, gts, timing, first = run_world(session, world, args.scenes, args.seed, cfg,
                                                  picture_first=world == "mujoco" and args.picture is not None)
             m = evaluate(dets, gts, classes)
             m["per_range"] = evaluate_by_range(dets, gts, classes)

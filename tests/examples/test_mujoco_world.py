@@ -43,7 +43,8 @@ def _describe(objects) -> str:
 
 def test_vehicles_near_the_ego_are_detected(session):
     """Every car or truck of the MuJoCo street within 15 m of the ego and well visible is detected, as
-    a car or a truck, within 2 m of where the simulator has it, on each of 3 lock-step steps."""
+    a car or a truck, within 3 m of where the simulator has it (the error on MuJoCo renders is mostly depth along
+    the viewing ray: docs/mujoco.md), on each of 3 lock-step steps."""
     from perception.boxes import class_name
 
     with mw.MujocoStreet(SEED, session.rig) as street:
@@ -57,8 +58,8 @@ def test_vehicles_near_the_ego_are_detected(session):
             assert close, "the scenario has vehicles near the ego"
             for o in close:
                 xy = (o.center.x, o.center.y)
-                found = _near(dets, "car", xy, 2.0) + _near(dets, "truck", xy, 2.0)
-                assert found, (f"{class_name(o.object_class)} at ({xy[0]:.1f}, {xy[1]:.1f}) not detected within 2 m; "
+                found = _near(dets, "car", xy, 3.0) + _near(dets, "truck", xy, 3.0)
+                assert found, (f"{class_name(o.object_class)} at ({xy[0]:.1f}, {xy[1]:.1f}) not detected within 3 m; "
                                f"seen instead: {_describe(dets)}")
                 print(f"  ok: {class_name(o.object_class)} at ({xy[0]:.1f}, {xy[1]:.1f}) -> {_describe(found)}")
 
