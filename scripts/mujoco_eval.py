@@ -215,8 +215,9 @@ def main(argv=None) -> int:
             m = evaluate(dets, gts, classes)
             m["per_range"] = evaluate_by_range(dets, gts, classes)
             m.update(scenes=args.scenes, backend=args.backend, timing=timing)
-            for c in m["per_class"].values():
-                c.pop("pr_curves", None)
+            m.pop("_curves", None)          # PR curves: for plots, not for the JSON (as perception eval)
+            for band in m["per_range"]:
+                band.pop("_curves", None)
             print(format_table(m))
             print(json.dumps(timing))
             report["worlds"][world] = m
