@@ -461,7 +461,7 @@ def summarize(out: Path, drives: DriveList, records: dict[str, dict], config: Fl
                    "failed": len(failed), "truncated": sum(bool(r["truncated"]) for r in rows)},
         "metrics": metrics,
         "frame_sets": sum(r["sets"] or 0 for r in rows),
-        "worst": sorted(with_truth, key=lambda r: r["mAP"])[:worst],
+        "worst": sorted(with_truth, key=lambda r: float(r["mAP"] or 0.0))[:worst],
         "failed": failed,
         "per_drive": rows,
         "aggregation_s": agg_s,
