@@ -22,6 +22,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "record": ("perception.commands.record", "record cameras, ground truth, detections and status to an MCAP file"),
     "replay": ("perception.commands.replay", "replay a recording to the camera topics (--rate, --lockstep), or --offline"),
     "view": ("perception.commands.view", "live view in the Rerun viewer: cameras with projected boxes, BEV, latency (docs/live_view.md)"),
+    "fleet": ("perception.commands.fleet", "offline replay of many drives on Ray (local or a cluster), pooled metrics, --compare two runs"),
     "bench": ("perception.commands.bench", "time each engine backend, the fusion step and a resolution sweep (JSON + plot)"),
 }
 

@@ -86,72 +86,130 @@ def match(dets: list[Box], gts: list[Box], threshold: float):
     return results
 
 
-def _precision_recall(matches, num_gt: int):
-    tp = np.array([g is not None for _, g, _ in matches], dtype=np.float64)
-    fp = 1.0 - tp
-    ctp, cfp = np.cumsum(tp), np.cumsum(fp)
+def _precision_recall(tp: np.ndarray, num_gt: int):
+    """Recall and precision along `tp` (TP flags of the detections in score order)."""
+    tpf = tp.astype(np.float64)
+    ctp, cfp = np.cumsum(tpf), np.cumsum(1.0 - tpf)
     prec = ctp / np.maximum(ctp + cfp, 1e-12)
     rec = ctp / max(num_gt, 1)
-    return rec, prec, tp.astype(bool)
+    return rec, prec
 
 
-def average_precision(matches, num_gt: int) -> tuple[float, np.ndarray, np.ndarray]:
-    if num_gt == 0 or not matches:
+def _tp_flags(matches) -> np.ndarray:
+    return np.array([g is not None for _, g, _ in matches], dtype=bool)
+
+
+def _ap(tp: np.ndarray, num_gt: int) -> tuple[float, np.ndarray, np.ndarray]:
+    if num_gt == 0 or not len(tp):
         return 0.0, np.zeros(0), np.zeros(0)
-    rec, prec, _ = _precision_recall(matches, num_gt)
+    rec, prec = _precision_recall(tp, num_gt)
     prec_interp = np.interp(RECALL_GRID, rec, prec, right=0.0)
     p = prec_interp[round(100 * MIN_RECALL) + 1:] - MIN_PRECISION
     p[p < 0] = 0.0
     return float(np.mean(p) / (1.0 - MIN_PRECISION)), rec, prec
 
 
-def tp_errors(matches, num_gt: int, cls: str) -> dict[str, float]:
-    """Mean TP errors over the recall range above MIN_RECALL (1.0 = worst when never reached)."""
+def average_precision(matches, num_gt: int) -> tuple[float, np.ndarray, np.ndarray]:
+    return _ap(_tp_flags(matches), num_gt)
+
+
+def _tp_errors(tp: np.ndarray, errors: np.ndarray, num_gt: int, cls: str) -> dict[str, float]:
+    """`errors` (n, 4): ATE, ASE, AOE, AVE of each detection in score order (used where `tp`)."""
     worst = {m: 1.0 for m in TP_METRICS}
     for m in NOT_APPLICABLE.get(cls, ()):
         worst[m] = float("nan")
-    if num_gt == 0 or not matches:
+    if num_gt == 0 or not len(tp) or not tp.any():
         return worst
-    rec, _, is_tp = _precision_recall(matches, num_gt)
-    tps = [(d, g, dist) for (d, g, dist) in matches if g is not None]
-    if not tps:
-        return worst
-    errors = {
-        "ATE": np.array([dist for _, _, dist in tps]),
-        "ASE": np.array([1.0 - aligned_iou(d.size, g.size) for d, g, _ in tps]),
-        "AOE": np.array([yaw_error(d.yaw, g.yaw) for d, g, _ in tps]),
-        "AVE": np.array([float(np.linalg.norm(d.velocity - g.velocity)) for d, g, _ in tps]),
-    }
-    tp_recall = rec[is_tp]
+    rec, _ = _precision_recall(tp, num_gt)
+    tp_recall = rec[tp]
     first = round(100 * MIN_RECALL) + 1
     last = int(np.nonzero(RECALL_GRID <= tp_recall[-1] + 1e-12)[0][-1])
     out = {}
-    for m, e in errors.items():
+    for k, m in enumerate(TP_METRICS):
         if m in NOT_APPLICABLE.get(cls, ()):
             out[m] = float("nan")
             continue
         if last < first:
             out[m] = 1.0
             continue
+        e = errors[tp, k]
         cummean = np.cumsum(e) / np.arange(1, len(e) + 1)
         curve = np.interp(RECALL_GRID, tp_recall, cummean)
         out[m] = float(np.mean(curve[first:last + 1]))
     return out
 
 
-def evaluate(detections: list[Box], ground_truth: list[Box], classes: tuple[str, ...]) -> dict:
-    """Metrics over a set of frames. Returns a JSON-ready dict with keys mAP, NDS, per_class
-    (per class: AP, AP@<thr>, ATE, ASE, AOE, AVE, num_gt) and mean TP errors (mATE ...)."""
+def _match_errors(matches) -> np.ndarray:
+    """(n, 4) TP errors of `matches` (NaN rows for false positives)."""
+    out = np.full((len(matches), len(TP_METRICS)), np.nan)
+    for i, (d, g, dist) in enumerate(matches):
+        if g is not None:
+            out[i] = (dist, 1.0 - aligned_iou(d.size, g.size), yaw_error(d.yaw, g.yaw),
+                      float(np.linalg.norm(d.velocity - g.velocity)))
+    return out
+
+
+def tp_errors(matches, num_gt: int, cls: str) -> dict[str, float]:
+    """Mean TP errors over the recall range above MIN_RECALL (1.0 = worst when never reached)."""
+    return _tp_errors(_tp_flags(matches), _match_errors(matches), num_gt, cls)
+
+
+@dataclass
+class ClassMatches:
+    """The outcome of matching one class, all that its metrics need: the detections' scores in
+    descending order (stable), their TP flags per distance threshold, their TP errors at
+    TP_THRESHOLD (NaN for false positives) and the ground-truth count. Matching is per frame, so
+    the matches of separate sets of frames pool exactly (pool_matches)."""
+    scores: np.ndarray                      # (n,) float64
+    tp: dict[float, np.ndarray]             # threshold -> (n,) bool
+    errors: np.ndarray                      # (n, 4) float64
+    num_gt: int
+
+    @staticmethod
+    def empty() -> "ClassMatches":
+        return ClassMatches(np.zeros(0), {t: np.zeros(0, bool) for t in DIST_THRESHOLDS}, np.zeros((0, len(TP_METRICS))), 0)
+
+
+def class_matches(dets: list[Box], gts: list[Box]) -> ClassMatches:
+    """Match one class's detections to its ground truth at every threshold."""
+    order = sorted(range(len(dets)), key=lambda i: -dets[i].score)
+    scores = np.array([dets[i].score for i in order], dtype=np.float64)
+    tp = {}
+    errors = np.full((len(dets), len(TP_METRICS)), np.nan)
+    for thr in DIST_THRESHOLDS:
+        m = match(dets, gts, thr)
+        tp[thr] = _tp_flags(m)
+        if thr == TP_THRESHOLD:
+            errors = _match_errors(m)
+    return ClassMatches(scores, tp, errors, len(gts))
+
+
+def pool_matches(parts: list[ClassMatches]) -> ClassMatches:
+    """The matches of disjoint sets of frames as one: what class_matches over all their frames
+    gives, given the parts in the order their detections would be listed."""
+    if not parts:
+        return ClassMatches.empty()
+    scores = np.concatenate([p.scores for p in parts])
+    order = np.argsort(-scores, kind="stable")
+    return ClassMatches(scores[order], {t: np.concatenate([p.tp[t] for p in parts])[order] for t in DIST_THRESHOLDS},
+                        np.concatenate([p.errors for p in parts])[order], sum(p.num_gt for p in parts))
+
+
+def all_matches(detections: list[Box], ground_truth: list[Box], classes: tuple[str, ...]) -> dict[str, ClassMatches]:
+    return {c: class_matches([d for d in detections if d.cls == c], [g for g in ground_truth if g.cls == c]) for c in classes}
+
+
+def evaluate_matches(matches: dict[str, ClassMatches], classes: tuple[str, ...]) -> dict:
+    """`evaluate` from the matches of each class (class_matches, pool_matches)."""
     per_class: dict[str, ClassResult] = {}
     for cls in classes:
-        dets = [d for d in detections if d.cls == cls]
-        gts = [g for g in ground_truth if g.cls == cls]
-        r = ClassResult(num_gt=len(gts))
+        cm = matches.get(cls) or ClassMatches.empty()
+        r = ClassResult(num_gt=cm.num_gt)
         for thr in DIST_THRESHOLDS:
-            ap, rec, prec = average_precision(match(dets, gts, thr), len(gts))
+            ap, rec, prec = _ap(cm.tp[thr], cm.num_gt)
             r.ap[thr] = ap
             r.pr_curves[thr] = (rec, prec)
-        r.tp_errors = tp_errors(match(dets, gts, TP_THRESHOLD), len(gts), cls)
+        r.tp_errors = _tp_errors(cm.tp[TP_THRESHOLD], cm.errors, cm.num_gt, cls)
         per_class[cls] = r
     scored = [c for c in classes if per_class[c].num_gt > 0]
     m_ap = float(np.mean([per_class[c].mean_ap for c in scored])) if scored else 0.0
@@ -169,6 +227,12 @@ def evaluate(detections: list[Box], ground_truth: list[Box], classes: tuple[str,
                           "num_gt": r.num_gt} for c, r in per_class.items()},
         "_curves": {c: r.pr_curves for c, r in per_class.items()},   # for plots; dropped from JSON
     }
+
+
+def evaluate(detections: list[Box], ground_truth: list[Box], classes: tuple[str, ...]) -> dict:
+    """Metrics over a set of frames. Returns a JSON-ready dict with keys mAP, NDS, per_class
+    (per class: AP, AP@<thr>, ATE, ASE, AOE, AVE, num_gt) and mean TP errors (mATE ...)."""
+    return evaluate_matches(all_matches(detections, ground_truth, classes), classes)
 
 
 RANGE_BANDS = ((0.0, 10.0), (10.0, 20.0), (20.0, 30.0), (30.0, float("inf")))

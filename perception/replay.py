@@ -59,6 +59,8 @@ class ReplaySummary:
     sync_rejected: dict[str, int] = field(default_factory=dict)
     drive_rejected: dict[str, int] = field(default_factory=dict)   # messages of the drive refused when read (drives.py)
     resized: int = 0                # frames of a foreign drive resized to their calibration
+    # (detection boxes, truth boxes) of each Detections paired with ground truth: what mAP is computed from
+    pairs: list = field(default_factory=list, repr=False)
 
     @property
     def sets_per_s(self) -> float:
@@ -226,6 +228,7 @@ class OfflineReplay:
         summary.resized = drive.resized
         summary.sync_rejected = dict(self.sync.stats.rejected)
         summary.mAP = score.score() if summary.truth else None
+        summary.pairs = list(score.pairs)
         return summary
 
 

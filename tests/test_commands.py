@@ -20,7 +20,8 @@ LIBRARY_PACKAGES = ("model", "runtime", "sim", "fusion", "cameras")
 VERB_OPTION = {"launch": "--duration", "camera": "--name", "fuse": "--backend", "echo": "--json", "hz": "--window",
                "train": "--steps", "eval": "--scenes", "render": "--overlay", "export": "--opset",
                "build-engine": "--dry-run", "bench": "--backends", "keys": "--dir",
-               "record": "--duration", "replay": "--offline", "view": "--save"}
+               "record": "--duration", "replay": "--offline", "view": "--save",
+               "fleet": "--address"}
 
 
 def test_every_verb_is_covered_here():
