@@ -113,7 +113,15 @@ def sample_instant(sample_id: int) -> tuple[int, np.random.Generator, int]:
 
 def render_sample(sample_id: int, rig: RigConfig, cfg: ModelConfig, randomization: RigRandomization):
     """One frame set: images [N, H, W, 3] uint8 at model resolution, K^-1 [N, 3, 3],
-    T_ego_from_camera [N, 4, 4], boxes [MAX_OBJECTS, 10] (the visible ones: sim/truth.py)."""
+    T_ego_from_camera [N, 4, 4], boxes [MAX_OBJECTS, 10] (the visible ones inside the model's
+    BEV grid: the training targets)."""
+    images, kinv, T, boxes = render_sample_visible(sample_id, rig, cfg, randomization)
+    return images, kinv, T, boxes_to_array(boxes, cfg)
+
+
+def render_sample_visible(sample_id: int, rig: RigConfig, cfg: ModelConfig, randomization: RigRandomization):
+    """render_sample with the truth as every visible simulator box (sim/truth.py), whatever its
+    distance: what evaluation scores (metrics.CLASS_RANGE cuts it, not the model's grid)."""
     from perception.inputs import camera_inputs, resize_into
     from perception.sim import render
     from perception.sim.truth import MIN_VISIBLE_PX, visible_pixels
@@ -131,7 +139,7 @@ def render_sample(sample_id: int, rig: RigConfig, cfg: ModelConfig, randomizatio
         kinv[i], T[i] = camera_inputs(cam, W, H)
     visible = visible_pixels(scene, sample_rig)
     boxes = [b for b, v in zip(scene.boxes, visible) if v >= MIN_VISIBLE_PX]
-    return images, kinv, T, boxes_to_array(boxes, cfg)
+    return images, kinv, T, boxes
 
 
 @dataclass(frozen=True)

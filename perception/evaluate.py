@@ -43,6 +43,14 @@ def pad_to_model(inputs: dict, num_cameras: int) -> dict:
     return out
 
 
+def truth_to_metric_boxes(boxes, frame: int, classes):
+    """Simulator boxes (render_sample_visible) -> metrics.Box; metrics cuts them by class range."""
+    from perception.metrics import Box
+
+    return [Box(frame, classes[int(b.cls)], np.asarray(b.center, np.float64), np.asarray(b.size, np.float64),
+                float(b.yaw), np.asarray(b.velocity, np.float64), 1.0) for b in boxes]
+
+
 def to_metric_boxes(arr_or_out, frame: int, classes, from_outputs: bool):
     from perception.metrics import Box
 
@@ -66,7 +74,7 @@ def run_eval(model_dir, scenes: int, seed: int, rig_path, backend: str = "torch"
     """Returns (metrics dict, per-scene records for pictures)."""
     from tqdm import tqdm
 
-    from perception.dataset import TEST_SEED_BASE, RigRandomization, render_sample
+    from perception.dataset import TEST_SEED_BASE, RigRandomization, render_sample_visible
     from perception.metrics import evaluate, evaluate_by_range
     from perception.model.config import load_model_config
     from perception.runtime import create_engine
@@ -78,14 +86,14 @@ def run_eval(model_dir, scenes: int, seed: int, rig_path, backend: str = "torch"
     t_model = []
     for i in tqdm(range(scenes), desc="evaluating", unit="scene", disable=not progress):
         sample_id = TEST_SEED_BASE + seed + i
-        images, kinv, T, boxes = render_sample(sample_id, rig, model_cfg, RigRandomization.none())
+        images, kinv, T, boxes = render_sample_visible(sample_id, rig, model_cfg, RigRandomization.none())
         inputs = pad_to_model({"images": images[None], "intrinsics_inv": kinv[None], "ego_from_camera": T[None],
                                "camera_mask": np.ones((1, len(rig.cameras)), np.float32)}, model_cfg.num_cameras)
         t0 = time.perf_counter()
         out = engine.infer(inputs)
         t_model.append(time.perf_counter() - t0)
         d = to_metric_boxes(out, i, model_cfg.classes, True)
-        g = to_metric_boxes(boxes, i, model_cfg.classes, False)
+        g = truth_to_metric_boxes(boxes, i, model_cfg.classes)
         dets += d
         gts += g
         if first is None:

@@ -190,8 +190,7 @@ class OfflineReplay:
             drive = OwnRecording(path=Path(drive), kind="perception", rig=self.rig)
 
         summary = ReplaySummary()
-        score = OnlineScore(self.model_cfg.classes, self.model_cfg.bev_x_range, self.model_cfg.bev_y_range,
-                            window=1 << 30)
+        score = OnlineScore(self.model_cfg.classes, window=1 << 30)
         now_ns = 0
         t0 = time.perf_counter()
 

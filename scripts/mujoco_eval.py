@@ -27,14 +27,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
-def truth_boxes(boxes, frame: int, classes, cfg):
-    """Visible truth inside the model's BEV range, as metrics Boxes (what `perception eval` scores:
-    dataset.boxes_to_array keeps the same boxes)."""
+def truth_boxes(boxes, frame: int, classes):
+    """Visible truth as metrics Boxes; metrics cuts it by class range, as `perception eval` does."""
     from perception.metrics import Box
 
-    (x0, x1), (y0, y1) = cfg.bev_x_range, cfg.bev_y_range
     return [Box(frame, classes[b.cls], np.asarray(b.center, float), np.asarray(b.size, float), float(b.yaw),
-                np.asarray(b.velocity, float), 1.0) for b in boxes if x0 <= b.center[0] < x1 and y0 <= b.center[1] < y1]
+                np.asarray(b.velocity, float), 1.0) for b in boxes]
 
 
 def objects_key(detections) -> list[tuple]:
@@ -86,7 +84,7 @@ def run_world(session, world: str, scenes: int, seed: int, cfg, picture_first: b
         t_step.append(te - ts)
         t_total.append(te - t0)
         d = pboxes.metric_boxes(r.detections.objects, i, classes)
-        g = truth_boxes(visible, i, classes, cfg)
+        g = truth_boxes(visible, i, classes)
         dets += d
         gts += g
         if first is None and picture_first:

@@ -90,7 +90,7 @@ def test_range_bands_score_near_and_far_separately():
     dets = [Box(**{**g.__dict__, "score": 0.9}) for g in gt[:2] + gt[3:]] + [box(1, 23, -3, score=0.8)]
     bands = evaluate_by_range(dets, gt, CLASSES)
     by_lo = {b["lo"]: b for b in bands}
-    assert [b["hi"] for b in bands] == [10.0, 20.0, 30.0, None]
+    assert [b["hi"] for b in bands] == [10.0, 20.0, 30.0, 40.0, None]
     assert by_lo[0.0]["num_gt"] == {"car": 1, "pedestrian": 0}               # the car at 9.4 m
     assert by_lo[0.0]["mAP"] == pytest.approx(1.0)                           # classes without truth do not count
     assert by_lo[10.0]["num_gt"] == {"car": 1, "pedestrian": 1}

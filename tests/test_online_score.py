@@ -20,28 +20,28 @@ def detections(stamp, objects):
 
 
 def test_perfect_detections_score_one_and_shifted_ones_lower():
-    s = OnlineScore(CLASSES, (-32, 32), (-32, 32))
+    s = OnlineScore(CLASSES)
     assert s.score() is None
     for k in range(5):
         t = 1_000_000_000 * k
-        s.add_truth(d.GroundTruth(stamp_ns=t, objects=[obj(10, 0), obj(-5, 8), obj(100, 0)]))  # 100 m: outside
+        s.add_truth(d.GroundTruth(stamp_ns=t, objects=[obj(10, 0), obj(-5, 8), obj(100, 0)]))  # 100 m: beyond the car range
         assert s.add_detections(detections(t, [obj(10, 0, score=0.9), obj(-5, 8, score=0.8)]))
     assert s.score() == pytest.approx(1.0)
-    s2 = OnlineScore(CLASSES, (-32, 32), (-32, 32))
+    s2 = OnlineScore(CLASSES)
     s2.add_truth(d.GroundTruth(stamp_ns=0, objects=[obj(10, 0)]))
     s2.add_detections(detections(0, [obj(11.5, 0, score=0.9)]))                    # 1.5 m off
     assert 0.0 < s2.score() < 1.0
 
 
 def test_truth_a_camera_cannot_see_is_not_scored():
-    s = OnlineScore(CLASSES, (-32, 32), (-32, 32))
+    s = OnlineScore(CLASSES)
     s.add_truth(d.GroundTruth(stamp_ns=0, objects=[obj(10, 0), obj(-5, 8, visible=MIN_VISIBLE_PX - 1)]))
     s.add_detections(detections(0, [obj(10, 0, score=0.9)]))     # the hidden car is not a miss
     assert s.score() == pytest.approx(1.0)
 
 
 def test_detections_without_truth_near_in_time_are_not_scored():
-    s = OnlineScore(CLASSES, (-32, 32), (-32, 32), max_offset_ns=50_000_000)
+    s = OnlineScore(CLASSES, max_offset_ns=50_000_000)
     s.add_truth(d.GroundTruth(stamp_ns=0, objects=[obj(10, 0)]))
     assert not s.add_detections(detections(200_000_000, [obj(10, 0)]))
     assert s.score() is None

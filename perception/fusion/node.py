@@ -57,7 +57,7 @@ class FusionNode:
         if config.online_score:
             from perception.fusion.online_score import OnlineScore
 
-            self.online = OnlineScore(self.model_cfg.classes, self.model_cfg.bev_x_range, self.model_cfg.bev_y_range)
+            self.online = OnlineScore(self.model_cfg.classes)
             wanted.append(topics.TRUTH)
         self.sub = Subscriber(endpoints, wanted)
         self.pub = Publisher(config.publish)
