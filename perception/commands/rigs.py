@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _line(summary: dict) -> str:
-    f, h, pt = summary["hfov_deg"], summary["height_m"], summary["pitch_deg"]
+    f, h, pt = [tuple(round(x, 2) + 0.0 for x in summary[k]) for k in ("hfov_deg", "height_m", "pitch_deg")]  # no "-0.0"
     yaws = " ".join(f"{y:.0f}" for y in summary["yaw_deg"])
     return (f"{summary['name']}: {summary['cameras']} cameras, FOV {f[0]:.0f}-{f[1]:.0f} deg, height {h[0]:.2f}-{h[1]:.2f} m, "
             f"pitch {pt[0]:.1f}-{pt[1]:.1f} deg down, yaws [{yaws}], held out: {'yes' if summary['heldout'] else 'no'}")
