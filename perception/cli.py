@@ -16,6 +16,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "keys": ("perception.commands.keys", "create CurveZMQ key pairs (node, cameras, tools) and the allow-list: run with --keys DIR"),
     "train": ("perception.commands.train", "train the BEV ViT on the simulated world (checkpoints, resume)"),
     "eval": ("perception.commands.eval", "nuScenes-style metrics of a model on simulated test scenes"),
+    "rigs": ("perception.commands.rigs", "camera rigs of the any-rig distribution: generate held-out rigs, check rigs, show training rigs"),
     "render": ("perception.commands.render", "render the simulated world into the rig's cameras (PNG) and time the renderer"),
     "export": ("perception.commands.export", "export the model to ONNX (static shapes, checked against TensorRT's native ops)"),
     "build-engine": ("perception.commands.build_engine", "build or reuse the cached compiled engine: Inductor package (CPU) or TensorRT (GPU)"),

@@ -72,6 +72,37 @@ def randomize_rig(rig: RigConfig, rng: np.random.Generator, r: RigRandomization)
     return replace(rig, cameras=tuple(cams))
 
 
+RIG_CHOICE_STREAM = 7_300           # seed stream of the per-sample choice nominal / any rig
+
+
+@dataclass(frozen=True)
+class RigSampling:
+    """Which rig a training sample is rendered with. "nominal": the rig file jittered by
+    RigRandomization (the shipped model's recipe). "any": a rig from perception.rigs'
+    distribution (3-6 cameras, any lens and mounting), except a `nominal_share` of the samples
+    that stay on the jittered nominal rig so its quality holds."""
+    kind: str = "nominal"
+    nominal_share: float = 0.3
+
+    def __post_init__(self):
+        if self.kind not in ("nominal", "any"):
+            raise ValueError(f"rig distribution {self.kind!r}: expected 'nominal' or 'any'")
+        if not 0.0 <= self.nominal_share <= 1.0:
+            raise ValueError(f"nominal share {self.nominal_share} is not in [0, 1]")
+
+
+def sample_rig(sample_id: int, nominal: RigConfig, rng: np.random.Generator, randomization: RigRandomization,
+               sampling: RigSampling | None = None) -> RigConfig:
+    """The rig of one sample: the jittered nominal rig (drawing from `rng` as before), or under
+    RigSampling("any") a training rig of perception.rigs (never a held-out one)."""
+    if sampling is not None and sampling.kind == "any" and \
+            np.random.default_rng([RIG_CHOICE_STREAM, sample_id]).random() >= sampling.nominal_share:
+        from perception.rigs import training_rig
+
+        return training_rig(sample_id)
+    return randomize_rig(nominal, rng, randomization)
+
+
 def boxes_to_array(boxes, cfg: ModelConfig) -> np.ndarray:
     """Ground-truth boxes inside the BEV range -> [MAX_OBJECTS, 10] (cls -1 = padding)."""
     out = np.full((MAX_OBJECTS, BOX_FIELDS), -1.0, np.float32)
@@ -111,15 +142,18 @@ def sample_instant(sample_id: int) -> tuple[int, np.random.Generator, int]:
     return world_seed, rng, int(rng.integers(0, 3_600_000_000_000))
 
 
-def render_sample(sample_id: int, rig: RigConfig, cfg: ModelConfig, randomization: RigRandomization):
+def render_sample(sample_id: int, rig: RigConfig, cfg: ModelConfig, randomization: RigRandomization,
+                  sampling: RigSampling | None = None):
     """One frame set: images [N, H, W, 3] uint8 at model resolution, K^-1 [N, 3, 3],
     T_ego_from_camera [N, 4, 4], boxes [MAX_OBJECTS, 10] (the visible ones inside the model's
-    BEV grid: the training targets)."""
-    images, kinv, T, boxes = render_sample_visible(sample_id, rig, cfg, randomization)
+    BEV grid: the training targets). N is the sample's rig's camera count (`sample_rig`; `rig`
+    itself without `sampling`)."""
+    images, kinv, T, boxes = render_sample_visible(sample_id, rig, cfg, randomization, sampling)
     return images, kinv, T, boxes_to_array(boxes, cfg)
 
 
-def render_sample_visible(sample_id: int, rig: RigConfig, cfg: ModelConfig, randomization: RigRandomization):
+def render_sample_visible(sample_id: int, rig: RigConfig, cfg: ModelConfig, randomization: RigRandomization,
+                          sampling: RigSampling | None = None):
     """render_sample with the truth as every visible simulator box (sim/truth.py), whatever its
     distance: what evaluation scores (metrics.CLASS_RANGE cuts it, not the model's grid)."""
     from perception.inputs import camera_inputs, resize_into
@@ -129,15 +163,16 @@ def render_sample_visible(sample_id: int, rig: RigConfig, cfg: ModelConfig, rand
     world_seed, rng, t_ns = sample_instant(sample_id)
     world = _world(world_seed)
     scene = world.scene_at(t_ns)
-    sample_rig = randomize_rig(rig, rng, randomization)
+    the_rig = sample_rig(sample_id, rig, rng, randomization, sampling)
     W, H = cfg.image_width, cfg.image_height
-    images = np.empty((len(rig.cameras), H, W, 3), np.uint8)
-    kinv = np.empty((len(rig.cameras), 3, 3), np.float32)
-    T = np.empty((len(rig.cameras), 4, 4), np.float32)
-    for i, cam in enumerate(sample_rig.cameras):
+    n = len(the_rig.cameras)
+    images = np.empty((n, H, W, 3), np.uint8)
+    kinv = np.empty((n, 3, 3), np.float32)
+    T = np.empty((n, 4, 4), np.float32)
+    for i, cam in enumerate(the_rig.cameras):
         resize_into(render(scene, cam), images[i])          # rendered at the rig's resolution, as live
         kinv[i], T[i] = camera_inputs(cam, W, H)
-    visible = visible_pixels(scene, sample_rig)
+    visible = visible_pixels(scene, the_rig)
     boxes = [b for b, v in zip(scene.boxes, visible) if v >= MIN_VISIBLE_PX]
     return images, kinv, T, boxes
 
@@ -151,17 +186,24 @@ class DatasetSpec:
     image_height: int
     bev: tuple
     randomization: RigRandomization
+    rigs: RigSampling = RigSampling()
 
     def key(self) -> str:
         rig = Path(self.rig_path).read_bytes()
         sim_src = b"".join(p.read_bytes() for p in sorted((REPO_ROOT / "perception" / "sim").glob("*.py")))
-        h = hashlib.sha1(json.dumps(asdict(self), sort_keys=True, default=str).encode() + rig + sim_src)
+        fields = asdict(self)
+        if self.rigs.kind == "nominal":
+            fields.pop("rigs")                 # the key of a nominal dataset is what it was before rig sampling
+        else:
+            sim_src += (REPO_ROOT / "perception" / "rigs.py").read_bytes()
+        h = hashlib.sha1(json.dumps(fields, sort_keys=True, default=str).encode() + rig + sim_src)
         return h.hexdigest()[:12]
 
 
 class SimDataset:
     """Rendered samples in memory-mapped arrays: images [S, N, H, W, 3] uint8, intrinsics_inv
-    [S, N, 3, 3], ego_from_camera [S, N, 4, 4], boxes [S, MAX_OBJECTS, 10]."""
+    [S, N, 3, 3], ego_from_camera [S, N, 4, 4], boxes [S, MAX_OBJECTS, 10], camera_mask [S, N]
+    (0: a slot beyond the sample's rig, padded with zeros and identity calibration)."""
 
     def __init__(self, folder: Path):
         self.folder = folder
@@ -169,15 +211,17 @@ class SimDataset:
         self.intrinsics_inv = np.load(folder / "intrinsics_inv.npy")
         self.ego_from_camera = np.load(folder / "ego_from_camera.npy")
         self.boxes = np.load(folder / "boxes.npy")
+        mask_file = folder / "camera_mask.npy"
+        self.camera_mask = np.load(mask_file) if mask_file.exists() else np.ones(self.images.shape[:2], np.float32)
 
     def __len__(self) -> int:
         return len(self.boxes)
 
 
 def _render_worker(job):
-    seed, rig_path, cfg, randomization = job
+    seed, rig_path, cfg, randomization, sampling = job
     cv2.setNumThreads(1)
-    return render_sample(seed, load_rig(rig_path), cfg, randomization)
+    return render_sample(seed, load_rig(rig_path), cfg, randomization, sampling)
 
 
 def build_dataset(spec: DatasetSpec, cfg: ModelConfig, workers: int = 2, cache_dir: Path = CACHE_DIR,
@@ -191,21 +235,28 @@ def build_dataset(spec: DatasetSpec, cfg: ModelConfig, workers: int = 2, cache_d
         return SimDataset(folder)
     folder.mkdir(parents=True, exist_ok=True)
     rig = load_rig(spec.rig_path)
-    n = len(rig.cameras)
+    n = len(rig.cameras) if spec.rigs.kind == "nominal" else cfg.num_cameras   # any rig: padded to the model's slots
     images = np.lib.format.open_memmap(folder / "images.npy", "w+", np.uint8,
                                        (spec.size, n, cfg.image_height, cfg.image_width, 3))
     kinv = np.zeros((spec.size, n, 3, 3), np.float32)
     T = np.zeros((spec.size, n, 4, 4), np.float32)
     boxes = np.zeros((spec.size, MAX_OBJECTS, BOX_FIELDS), np.float32)
-    jobs = [(spec.split_seed + i, spec.rig_path, cfg, spec.randomization) for i in range(spec.size)]
+    mask = np.zeros((spec.size, n), np.float32)
+    kinv[:] = np.eye(3, dtype=np.float32)
+    T[:] = np.eye(4, dtype=np.float32)
+    jobs = [(spec.split_seed + i, spec.rig_path, cfg, spec.randomization, spec.rigs) for i in range(spec.size)]
     # chunks of whole worlds per worker, so each world is built once
     ctx = mp.get_context("spawn" if workers > 1 else "fork")
     with ctx.Pool(workers) if workers > 1 else _Serial() as pool:
         it = pool.imap(_render_worker, jobs, chunksize=4 * SAMPLES_PER_WORLD)
         for i, (im, ki, t, b) in enumerate(tqdm(it, total=spec.size, desc="rendering scenes", unit="scene",
                                                 disable=not progress)):
-            images[i], kinv[i], T[i], boxes[i] = im, ki, t, b
+            m = len(im)
+            if m > n:
+                raise ValueError(f"sample {spec.split_seed + i} has {m} cameras, the dataset {n} slots")
+            images[i, :m], kinv[i, :m], T[i, :m], boxes[i], mask[i, :m] = im, ki, t, b, 1.0
     images.flush()
+    np.save(folder / "camera_mask.npy", mask)
     np.save(folder / "intrinsics_inv.npy", kinv)
     np.save(folder / "ego_from_camera.npy", T)
     np.save(folder / "boxes.npy", boxes)

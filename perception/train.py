@@ -52,7 +52,12 @@ class TrainConfig:
     depth_weight: float = 0.2        # token-depth Laplace NLL (models with token_depth; depth.py)
     subcell_heatmap: bool = False    # heatmap Gaussians centred on the true sub-cell position (decode.encode_targets)
     class_balance: float = 0.0       # heatmap loss weight of class c ~ (its share of training boxes)^-class_balance
-    camera_dropout: float = 0.15     # probability a sample loses one random camera
+    camera_dropout: float = 0.15     # probability a sample loses one random camera (of those present, if 2+)
+    # "nominal": every sample on --rig jittered (dataset.RigRandomization; the shipped model's recipe).
+    # "any": per sample a rig of perception.rigs (3-6 cameras, FOV 45-120 deg, 1.2-2.8 m, pitch 0-12 deg,
+    # car or truck body), except --nominal-share of the samples kept on the jittered --rig (docs/any_rig.md)
+    rig_distribution: str = "nominal"
+    nominal_share: float = 0.3
     bf16: bool = False               # bf16 autocast: measured no faster here (memory-bound step), kept as an option
     threads: int = 2
     workers: int = 2                 # scene-rendering processes
@@ -105,19 +110,23 @@ def regression_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor
 
 
 def augment(images: np.ndarray, mask: np.ndarray, rng: np.random.Generator, dropout: float) -> None:
-    """In place, per camera image: exposure gain, blur, sensor noise; sometimes drop a camera.
-    images [B, N, H, W, 3] uint8, mask [B, N] float32."""
+    """In place, per present camera image: exposure gain, blur, sensor noise; sometimes drop a
+    camera. images [B, N, H, W, 3] uint8, mask [B, N] float32 (1 present, 0 a slot left empty)."""
     B, N = images.shape[:2]
     for b in range(B):
         for n in range(N):
+            if mask[b, n] == 0:
+                continue                     # a slot beyond the sample's rig: masked, its pixels never matter
             img = images[b, n].astype(np.float32) * rng.uniform(0.65, 1.35)
             sigma = rng.uniform(0.0, 1.0)
             if sigma > 0.4:
                 img = cv2.GaussianBlur(img, (0, 0), sigma)
             img += rng.normal(0.0, rng.uniform(0.0, 5.0), img.shape).astype(np.float32)
             images[b, n] = np.clip(img, 0, 255).astype(np.uint8)
-        if rng.random() < dropout:
-            n = rng.integers(N)
+        present = np.flatnonzero(mask[b] > 0)
+        if rng.random() < dropout and len(present) >= 2:
+            # the same draw as before rigs could have fewer cameras than slots
+            n = rng.integers(N) if len(present) == N else present[rng.integers(len(present))]
             mask[b, n] = 0.0
             images[b, n] = rng.integers(0, 256, images[b, n].shape, dtype=np.uint8)   # must not matter
 
@@ -128,7 +137,7 @@ def make_batch(data, idx: np.ndarray, model_cfg, rng: np.random.Generator, dropo
     from perception.model.decode import encode_targets
 
     images = np.ascontiguousarray(data.images[idx])                    # copies out of the memmap
-    mask = np.ones(images.shape[:2], np.float32)
+    mask = np.array(data.camera_mask[idx], np.float32)                 # 0: a slot beyond the sample's rig
     augment(images, mask, rng, dropout)
     heat, reg, reg_mask = zip(*(encode_targets(array_to_boxes(data.boxes[i]), model_cfg, subcell=subcell)
                                  for i in idx))
@@ -182,7 +191,7 @@ def load_checkpoint(path: Path, model, opt) -> tuple[int, list]:
 def train(tc: TrainConfig, model_cfg, resume: bool = False, progress: bool = True) -> dict:
     from tqdm import tqdm
 
-    from perception.dataset import TRAIN_SEED_BASE, DatasetSpec, RigRandomization, build_dataset
+    from perception.dataset import TRAIN_SEED_BASE, DatasetSpec, RigRandomization, RigSampling, build_dataset
     from perception.model import BEVViT
     from perception.model.cpu_tuning import tune_cpu_allocator
     from perception.model.depth import laplace_nll
@@ -203,7 +212,8 @@ def train(tc: TrainConfig, model_cfg, resume: bool = False, progress: bool = Tru
     # 1. data
     t_start = time.time()
     spec = DatasetSpec(TRAIN_SEED_BASE, tc.scenes, tc.rig, model_cfg.image_width, model_cfg.image_height,
-                       (model_cfg.bev_x_range, model_cfg.bev_y_range, model_cfg.bev_cells), RigRandomization())
+                       (model_cfg.bev_x_range, model_cfg.bev_y_range, model_cfg.bev_cells), RigRandomization(),
+                       RigSampling(tc.rig_distribution, tc.nominal_share))
     data = build_dataset(spec, model_cfg, workers=tc.workers, progress=progress)
     t_data = time.time() - t_start
 

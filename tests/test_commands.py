@@ -21,7 +21,7 @@ VERB_OPTION = {"launch": "--duration", "camera": "--name", "fuse": "--backend", 
                "train": "--steps", "eval": "--scenes", "render": "--overlay", "export": "--opset",
                "build-engine": "--dry-run", "bench": "--backends", "keys": "--dir",
                "record": "--duration", "replay": "--offline", "view": "--save",
-               "fleet": "--address"}
+               "fleet": "--address", "rigs": "generate"}
 
 
 def test_every_verb_is_covered_here():
