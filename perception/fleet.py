@@ -333,6 +333,33 @@ class RayOptions:
     max_task_retries: int = 3           # a drive whose worker died is retried this often
 
 
+def replay_one_by_one(paths: Iterable[Path], config: ReplayConfig, engine=None) -> tuple[dict, list]:
+    """The single-process reference a fleet run must equal: every drive through OfflineReplay (one
+    engine, a fresh sync per drive) and ONE evaluation over all their frames.
+    -> (public metrics, [ReplaySummary per drive])."""
+    from perception.metrics import evaluate
+    from perception.replay import OfflineReplay
+
+    engine = engine if engine is not None else OfflineReplay(config).engine
+    dets: list = []
+    gts: list = []
+    summaries = []
+    frame0 = 0
+    classes: tuple[str, ...] = ()
+    for p in paths:
+        replay = OfflineReplay(config, engine=engine)
+        s = replay.run(p)
+        summaries.append(s)
+        for d, g in s.pairs:
+            for b in d + g:
+                b.frame += frame0       # frames of different drives never pair
+            dets += d
+            gts += g
+        frame0 += len(s.pairs) + 1
+        classes = tuple(replay.model_cfg.classes)
+    return public_metrics(evaluate(dets, gts, classes)), summaries
+
+
 def prepare_out(out: Path, config: FleetConfig) -> None:
     """Create OUT; refuse one that holds a run of another configuration (its drives would be skipped as done)."""
     out.mkdir(parents=True, exist_ok=True)

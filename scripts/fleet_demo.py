@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 from perception import fleet
-from perception.metrics import evaluate
 
 
 def main(root: Path, n: int, seconds: float, workers: int) -> int:
@@ -41,20 +40,10 @@ def main(root: Path, n: int, seconds: float, workers: int) -> int:
     t = time.perf_counter()
     engine = OfflineReplay(cfg).engine
     load_s = time.perf_counter() - t
-    dets, gts, frame0, sets = [], [], 0, 0
     t = time.perf_counter()
-    for p in paths:
-        replay = OfflineReplay(cfg, engine=engine)
-        s = replay.run(p)
-        sets += s.sets
-        for d, g in s.pairs:
-            for b in d + g:
-                b.frame += frame0
-            dets += d
-            gts += g
-        frame0 += len(s.pairs) + 1
+    reference, summaries = fleet.replay_one_by_one(paths, cfg, engine=engine)
     one_s = time.perf_counter() - t
-    reference = fleet.public_metrics(evaluate(dets, gts, replay.model_cfg.classes))
+    sets = sum(x.sets for x in summaries)
     print(f"one by one, one process, --threads 1: {sets} frame sets in {one_s:.1f} s = {sets / one_s:.1f} sets/s "
           f"(+ engine load {load_s:.2f} s); mAP {reference['mAP']:.6f} NDS {reference['NDS']:.6f}")
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+from sim_instants import sim_instants
 
 from perception import config as pconfig
 from perception import topics
@@ -28,16 +29,8 @@ FOX_ENCODINGS = {"front": "rgb8", "front_left": "bgr8", "front_right": "rgba8", 
 def drive():
     """Three instants of the simulated world in every camera of the default rig:
     (rig, [(t_ns, {camera: BGR pixels})]); camera i is stamped i µs after the instant."""
-    from perception.sim import World, render
-
     rig = pconfig.load_rig(pconfig.DEFAULT_RIG)
-    world = World(11)
-    out = []
-    for k in range(3):
-        t = T0_NS + k * PERIOD_NS
-        scene = world.scene_at(t)
-        out.append((t, {cam.name: np.ascontiguousarray(render(scene, cam)) for cam in rig.cameras}))
-    return rig, out
+    return rig, sim_instants(rig, 11, T0_NS, PERIOD_NS)
 
 
 @pytest.fixture(scope="module")

@@ -117,7 +117,7 @@ def drives(tmp_path_factory):
 @pytest.mark.integration
 def test_fleet_on_local_ray_equals_one_by_one_replay_and_resumes(tmp_path, drives):
     ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'perception[fleet]')")
-    from perception.replay import OfflineReplay, ReplayConfig
+    from perception.replay import ReplayConfig
 
     before = _raylets()
     config = fleet.FleetConfig(ReplayConfig(backend="torch", threads=1))
@@ -134,20 +134,10 @@ def test_fleet_on_local_ray_equals_one_by_one_replay_and_resumes(tmp_path, drive
     assert (out / "summary.json").is_file()
 
     # the reference: every drive through OfflineReplay in this process, one evaluation over all frames
-    engine = OfflineReplay(ReplayConfig(backend="torch", threads=1)).engine
-    dets, gts, frame0 = [], [], 0
-    for p in listed.paths[:4]:
-        replay = OfflineReplay(ReplayConfig(backend="torch", threads=1), engine=engine)    # a fresh sync per drive
-        s = replay.run(p)
-        for d, g in s.pairs:
-            for b in d + g:
-                b.frame += frame0
-            dets += d
-            gts += g
-        frame0 += len(s.pairs) + 1
+    reference, replayed = fleet.replay_one_by_one(listed.paths[:4], ReplayConfig(backend="torch", threads=1))
+    for p, s in zip(listed.paths[:4], replayed):
         rec = json.loads((out / "drives" / fleet.drive_id(p) / fleet.DONE).read_text())
         assert rec["sets"] == s.sets and rec["detections"] == s.detections and rec["mAP"] == s.mAP
-    reference = fleet.public_metrics(evaluate(dets, gts, replay.model_cfg.classes))
     assert json.dumps(summary["metrics"]) == json.dumps(reference)
     assert summary["worst"][0]["mAP"] == min(r["mAP"] for r in summary["per_drive"])
 

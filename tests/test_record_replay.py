@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 import pytest
+from sim_instants import sim_instants
 
 from perception import config as pconfig
 from perception import topics
@@ -22,18 +23,8 @@ PERIOD_NS = 100_000_000          # 10 Hz
 def drive():
     """A few instants of the simulated world in every camera of the default rig, plus its truth:
     [(t_ns, {camera: pixels}, GroundTruth)]."""
-    from perception.sim import World, render
-    from perception.sim.truth import ground_truth_message
-
     rig = pconfig.load_rig(pconfig.DEFAULT_RIG)
-    world = World(11)
-    out = []
-    for k in range(3):
-        t = T0_NS + k * PERIOD_NS
-        scene = world.scene_at(t)
-        out.append((t, {cam.name: np.ascontiguousarray(render(scene, cam)) for cam in rig.cameras},
-                    ground_truth_message(world, t, 11, rig)))
-    return rig, out
+    return rig, sim_instants(rig, 11, T0_NS, PERIOD_NS, truth=True)
 
 
 def header(cam, seq: int, t_ns: int, pixels: np.ndarray) -> frame_pb2.FrameHeader:
