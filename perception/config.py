@@ -329,6 +329,7 @@ class FusionNodeConfig:
     timeout_ms: float = 120.0                   # publish an incomplete set this long after its first frame
     min_cameras: int = 1                        # never publish a set with fewer cameras
     score_threshold: float = 0.3                # minimum detection score published
+    tracking: bool = True                       # track ids and velocity from tracking (fusion/tracker.py)
     stale_ms: float = 500.0                     # camera age above which status reports it STALE
     max_future_ms: float = 2000.0               # reject frames stamped further ahead of the node's clock
     max_past_ms: float = 10000.0                # reject frames stamped further behind the node's clock

@@ -142,7 +142,7 @@ def run_fingerprint(config: FleetConfig) -> dict:
     r = config.replay
     return {"model": str(model.resolve()), "model_files": files, "backend": r.backend, "rig": config.rig, "mapping": config.mapping,
             "max_span_ms": r.max_span_ms, "timeout_ms": r.timeout_ms, "min_cameras": r.min_cameras,
-            "score_threshold": r.score_threshold, "allow_random_init": r.allow_random_init}
+            "score_threshold": r.score_threshold, "tracking": r.tracking, "allow_random_init": r.allow_random_init}
 
 
 # ------------------------------------------------------------------------------------------ files

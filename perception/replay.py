@@ -42,6 +42,7 @@ class ReplayConfig:
     timeout_ms: float = pconfig.FusionNodeConfig.timeout_ms
     min_cameras: int = pconfig.FusionNodeConfig.min_cameras
     score_threshold: float = pconfig.FusionNodeConfig.score_threshold
+    tracking: bool = pconfig.FusionNodeConfig.tracking
     allow_random_init: bool = False
 
 
@@ -155,7 +156,8 @@ class OfflineReplay:
                                       f"rig {self.rig.name} has {len(self.rig.camera_names)}")
         self.engine = engine if engine is not None else create_engine(
             config.backend, config.model, threads=config.threads, allow_random_init=config.allow_random_init)
-        self.pipeline = FusionPipeline(self.rig, self.engine, self.model_cfg, config.score_threshold)
+        self.pipeline = FusionPipeline(self.rig, self.engine, self.model_cfg, config.score_threshold,
+                                       tracking=config.tracking)
         self.sync = ApproximateTimeSync(self.rig.camera_names, int(config.max_span_ms * 1e6),
                                         int(config.timeout_ms * 1e6), min_cameras=config.min_cameras)
 

@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--timeout-ms", type=float, default=D.timeout_ms, help="an incomplete set is computed this long after its first frame")
     rp.add_argument("--min-cameras", type=int, default=D.min_cameras, help="never compute a set with fewer cameras")
     rp.add_argument("--score-threshold", type=float, default=D.score_threshold, help="minimum detection score kept")
+    rp.add_argument("--no-tracking", action="store_true", help="the model's single-frame velocity, no track ids "
+                    "(by default each drive's detections are tracked, as the node tracks them)")
     rp.add_argument("--allow-random-init", action="store_true", help="seeded random weights when the model has none (smoke tests)")
     rp.add_argument("--no-detections", action="store_true", help="do not write each drive's detections MCAP")
     p.add_argument("--worst", type=int, default=10, help="list this many worst drives by mAP (default: %(default)s)")
@@ -106,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     config = fleet.FleetConfig(
         ReplayConfig(model=args.model, backend=args.backend, threads=args.threads, max_span_ms=args.max_span_ms,
                      timeout_ms=args.timeout_ms, min_cameras=args.min_cameras, score_threshold=args.score_threshold,
+                     tracking=not args.no_tracking,
                      allow_random_init=args.allow_random_init),
         rig=args.rig, mapping=args.map, write_detections=not args.no_detections)
     opts = fleet.RayOptions(address=args.address, workers=args.workers, cpus_per_worker=args.cpus_per_worker or float(args.threads),

@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="publish an incomplete set this long after its first frame, missing cameras masked")
     p.add_argument("--min-cameras", type=int, default=D.min_cameras, help="never publish a set with fewer cameras")
     p.add_argument("--score-threshold", type=float, default=D.score_threshold, help="minimum detection score published")
+    p.add_argument("--no-tracking", action="store_true",
+                   help="publish the model's single-frame velocity and no track ids (by default detections are "
+                        "tracked across frame sets: track_id and a Kalman-filtered velocity, docs/velocity.md)")
     p.add_argument("--stale-ms", type=float, default=D.stale_ms, help="camera age above which status reports it STALE")
     p.add_argument("--max-future-ms", type=float, default=D.max_future_ms,
                    help="reject frames stamped further ahead of this node's clock")
@@ -60,7 +63,7 @@ def config_from(args: argparse.Namespace) -> FusionNodeConfig:
     """The node's config from parsed arguments."""
     endpoints = tuple(args.camera_endpoints) if args.camera_endpoints else None
     return config_from_args(FusionNodeConfig, args, camera_endpoints=endpoints,
-                            online_score=not args.no_online_score)
+                            online_score=not args.no_online_score, tracking=not args.no_tracking)
 
 
 def main(argv=None) -> int:

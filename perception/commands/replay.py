@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(recording time) after its first frame")
     p.add_argument("--min-cameras", type=int, default=D.min_cameras, help="never compute a set with fewer cameras")
     p.add_argument("--score-threshold", type=float, default=D.score_threshold, help="minimum detection score kept")
+    p.add_argument("--no-tracking", action="store_true",
+                   help="publish the model's single-frame velocity and no track ids (by default detections are "
+                        "tracked across frame sets: track_id and a Kalman-filtered velocity, docs/velocity.md)")
     p.add_argument("--allow-random-init", action="store_true",
                    help="seeded random weights when the model directory has none (smoke tests)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -112,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     if drive is None:
         return 2
     try:
-        replay = OfflineReplay(config_from_args(ReplayConfig, args, rig=args.rig or D.rig), rig=drive.rig)
+        replay = OfflineReplay(config_from_args(ReplayConfig, args, rig=args.rig or D.rig,
+                                                      tracking=not args.no_tracking), rig=drive.rig)
     except (ConfigError, FileNotFoundError, ValueError) as e:
         drive.close()
         print(f"perception replay: {e}", file=sys.stderr)

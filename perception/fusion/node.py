@@ -48,7 +48,8 @@ class FusionNode:
                                   f"rig {config.rig} has {len(names)}")
         self.engine = engine if engine is not None else create_engine(
             config.backend, model_dir, threads=config.threads, allow_random_init=config.allow_random_init)
-        self.pipeline = FusionPipeline(self.rig, self.engine, self.model_cfg, config.score_threshold)
+        self.pipeline = FusionPipeline(self.rig, self.engine, self.model_cfg, config.score_threshold,
+                                       tracking=config.tracking)
         self.sync = ApproximateTimeSync(names, int(config.max_span_ms * 1e6), int(config.timeout_ms * 1e6),
                                         min_cameras=config.min_cameras)
         endpoints = list(config.camera_endpoints or [cfg.camera_endpoint(i) for i in range(len(names))])

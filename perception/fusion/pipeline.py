@@ -14,6 +14,7 @@ import numpy as np
 from perception.boxes import check_model_classes, objects_from_outputs
 from perception.config import CameraConfig, RigConfig
 from perception.fusion.sync import FrameSet
+from perception.fusion.tracker import Tracker
 from perception.inputs import camera_inputs, resize_into
 from perception.runtime.base import Engine
 from perception.v1 import detections_pb2, frame_pb2
@@ -139,15 +140,18 @@ class Preprocessor:
 
 
 class FusionPipeline:
-    """Frame set -> Detections. Refuses (UnknownClass) a model whose classes the contract cannot carry."""
+    """Frame set -> Detections. Refuses (UnknownClass) a model whose classes the contract cannot carry.
+    With `tracking` (the default) objects carry track ids and tracked velocities (tracker.py)."""
 
-    def __init__(self, rig: RigConfig, engine: Engine, model_cfg, score_threshold: float = 0.3):
+    def __init__(self, rig: RigConfig, engine: Engine, model_cfg, score_threshold: float = 0.3,
+                 tracking: bool = True):
         self.rig = rig
         self.engine = engine
         self.model_name = model_cfg.name
         self.label_values = check_model_classes(model_cfg.classes)
         self.score_threshold = score_threshold
         self.preprocess = Preprocessor(rig, model_cfg.image_width, model_cfg.image_height)
+        self.tracker = Tracker() if tracking else None
         self.outputs_count = 0
         self.last_outputs: dict[str, np.ndarray] | None = None
         # engine output rows never published: "box_nonfinite" (NaN/inf in a box or score),
@@ -181,6 +185,8 @@ class FusionPipeline:
         outputs = self.engine.infer(inputs)
         t2 = time.perf_counter()
         objects = objects_from_outputs(self._usable(outputs), self.label_values, self.score_threshold)
+        if self.tracker is not None:
+            self.tracker.update(objects, frameset.stamp_ns)
         t3 = time.perf_counter()
         self.last_outputs = outputs
         self.outputs_count += 1
