@@ -31,3 +31,14 @@ def test_per_class_table_has_a_column_per_class(tmp_path):
     assert all(len(r.split("|")) == len(rows[0].split("|")) for r in rows)
     balanced = rows[3].split(" | ")
     assert balanced[7:9] == ["0.100", "0.300"] and balanced[-1].startswith("150%")
+
+
+def test_extra_evals_add_a_column_each(tmp_path):
+    _eval(tmp_path / "baseline", 0.2, 0.4)
+    _eval(tmp_path / "no_cross", 0.1, 0.2)
+    for name, m_ap in (("baseline", 0.15), ("no_cross", 0.05)):
+        (tmp_path / name / "eval_rig3.json").write_text(json.dumps({"mAP": m_ap}))
+    rows = table(tmp_path, ["baseline", "no_cross"], extra=("eval_rig3.json",)).splitlines()
+    assert rows[0].endswith("| mAP vs baseline | mAP eval_rig3 |")
+    assert rows[1].count("---") == rows[0].count("|") - 1
+    assert rows[2].endswith("| 0.150 |") and rows[3].endswith("| 0.050 |")

@@ -127,3 +127,15 @@ def test_shipped_weights_find_a_known_nearby_car():
     dist = np.hypot(*(out["det_boxes"][0, keep, :2].numpy() - nearest).T)
     closest = dist.min() if len(dist) else None
     assert len(dist) and dist.min() < 1.0, f"nearest car at {nearest}, closest car detection {closest} m away"
+
+
+def test_recipes_set_defaults_and_explicit_flags_win():
+    from perception.commands.train import parse
+    from perception.train import RECIPES
+
+    shipped = parse([])
+    assert (shipped.scenes, shipped.steps) == (TrainConfig.scenes, TrainConfig.steps)
+    quick = parse(["--recipe", "quick"])
+    assert (quick.scenes, quick.steps, quick.warmup) == (RECIPES["quick"]["scenes"], RECIPES["quick"]["steps"],
+                                                         RECIPES["quick"]["warmup"])
+    assert parse(["--recipe", "quick", "--steps", "10"]).steps == 10

@@ -22,6 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(f"--{f.name.replace('_', '-')}", action=argparse.BooleanOptionalAction, default=f.default)
         else:
             p.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=f.default, help=f"(default {f.default})")
+    p.add_argument("--recipe", choices=sorted(train.RECIPES), default="shipped",
+                   help="start from a named recipe: shipped (the shipped model, the defaults shown) or quick "
+                        f"({train.RECIPES['quick']}, for experiments); explicit flags override it")
     p.add_argument("--model-config", default=None,
                    help="model config YAML (default: the defaults of perception.model.config.ModelConfig)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
@@ -46,8 +49,18 @@ def parse_overrides(pairs: list[str]) -> dict:
     return out
 
 
+def parse(argv=None) -> argparse.Namespace:
+    """Arguments with the chosen recipe's values as defaults (explicit flags win)."""
+    from perception.train import RECIPES
+
+    p = build_parser()
+    recipe = p.parse_known_args(argv)[0].recipe
+    p.set_defaults(**RECIPES[recipe])
+    return p.parse_args(argv)
+
+
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse(argv)
     from perception.logs import setup_logging
 
     setup_logging("INFO")
