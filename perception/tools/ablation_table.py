@@ -9,7 +9,6 @@ its mAP."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 
