@@ -120,6 +120,7 @@ class FrameLink:
         if header.HasField("calibration"):
             self._calibration_sent[name] = (header.calibration.calibration_id, joins)
         header.publish_ns = time.time_ns()
+        header.source_time_ns = stamp_ns        # the node tracks in the caller's time, not the wall clock's
         self.sent.remember(name, header.sequence, sequence, stamp_ns)
         pub.publish(topics.camera(name), header, pixels)
         return name, header.sequence

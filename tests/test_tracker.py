@@ -67,10 +67,10 @@ def test_lost_tracks_expire_and_jumps_in_time_start_afresh():
     assert o.track_id == 2
     back = obj(CAR, 0.0, 10.0, 3.0, 0.0)
     tracker.update([back], 10**12)                      # time went backwards (a new scenario)
-    assert back.track_id == 3 and back.velocity.x == 3.0 and len(tracker.tracks) == 1
+    assert back.track_id == 1 and back.velocity.x == 3.0 and len(tracker.tracks) == 1   # ids start again
     far = obj(CAR, 0.0, 10.0)
     tracker.update([far], 10**12 + 30 * DT_NS)         # a 3 s gap
-    assert far.track_id == 4
+    assert far.track_id == 1 and len(tracker.tracks) == 1
 
 
 def test_the_pipeline_tracks_by_default_and_not_when_told(tmp_path):
@@ -91,3 +91,16 @@ def test_the_pipeline_tracks_by_default_and_not_when_told(tmp_path):
         assert (a.center.x, a.center.y, a.score) == (b.center.x, b.center.y, b.score)
     first_t, first_f = out[True][0].objects, out[False][0].objects
     assert [(o.velocity.x, o.velocity.y) for o in first_t] == [(o.velocity.x, o.velocity.y) for o in first_f]
+
+
+def test_sets_restamped_onto_the_wall_clock_are_tracked_in_their_source_time():
+    from perception.fusion.pipeline import CameraFrame, source_stamp
+    from perception.fusion.sync import FrameSet, TimedFrame
+
+    def frameset(*frames):
+        return FrameSet({f"c{i}": TimedFrame(f"c{i}", 0, wall, wall, CameraFrame(f"c{i}", 0, wall, None, src))
+                         for i, (wall, src) in enumerate(frames)}, [], 0, 0)
+
+    assert source_stamp(frameset((5_000, 100), (5_100, 0))) == 100          # simulator time may start at 0
+    assert source_stamp(frameset((5_000, None), (5_100, None))) == 5_100    # not restamped: the set's stamp
+    assert source_stamp(frameset((5_000, 100), (5_100, None))) == 5_100    # mixed: the set's stamp

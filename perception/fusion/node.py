@@ -180,7 +180,8 @@ class FusionNode:
             self._reject(camera, f"frame_{e.reason}", str(e), now_ns)
             return None
         self.cameras[camera].on_frame(h.sequence, stamp, now_ns, rx.superseded)
-        return TimedFrame(camera, h.sequence, stamp, now_ns, CameraFrame(camera, h.sequence, stamp, pixels))
+        source = h.source_time_ns if h.HasField("source_time_ns") else None
+        return TimedFrame(camera, h.sequence, stamp, now_ns, CameraFrame(camera, h.sequence, stamp, pixels, source))
 
     # -- main loop -------------------------------------------------------------------------
     def run(self) -> int:

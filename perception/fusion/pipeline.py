@@ -51,6 +51,15 @@ class CameraFrame:
     sequence: int
     stamp_ns: int
     pixels: np.ndarray            # (H, W, 3) uint8 BGR
+    source_ns: int | None = None  # FrameHeader.source_time_ns: capture time in the source's clock (None: stamp_ns)
+
+
+def source_stamp(frameset: FrameSet) -> int:
+    """The set's stamp in its source's clock. Frames restamped onto the wall clock (the replay
+    player, client sessions) carry their source time; velocity must be measured in it, or a
+    lock-step run slower than real time would shrink every speed."""
+    src = [f.data.source_ns for f in frameset.frames.values()]
+    return max(src) if src and all(s is not None for s in src) else frameset.stamp_ns  # type: ignore[type-var]
 
 
 class Preprocessor:
@@ -186,7 +195,7 @@ class FusionPipeline:
         t2 = time.perf_counter()
         objects = objects_from_outputs(self._usable(outputs), self.label_values, self.score_threshold)
         if self.tracker is not None:
-            self.tracker.update(objects, frameset.stamp_ns)
+            self.tracker.update(objects, source_stamp(frameset))
         t3 = time.perf_counter()
         self.last_outputs = outputs
         self.outputs_count += 1

@@ -83,7 +83,9 @@ class Tracker:
         self.next_id = 1
 
     def reset(self) -> None:
-        self.tracks, self.last_ns = [], None
+        """Forget every track; ids start again at 1, so a scenario replayed after a reset gets the
+        same ids as the first time (lock-step determinism)."""
+        self.tracks, self.last_ns, self.next_id = [], None, 1
 
     def update(self, objects, stamp_ns: int) -> None:
         """Associate `objects` (Object3D messages of one frame set, stamped stamp_ns) with the

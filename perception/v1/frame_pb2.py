@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from perception.v1 import calibration_pb2 as perception_dot_v1_dot_calibration__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19perception/v1/frame.proto\x12\rperception.v1\x1a\x1fperception/v1/calibration.proto\"\xbc\x02\n\x0b\x46rameHeader\x12\x13\n\x0b\x63\x61mera_name\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x18\n\x10\x63\x61pture_start_ns\x18\x03 \x01(\x03\x12\x16\n\x0e\x63\x61pture_end_ns\x18\x04 \x01(\x03\x12\x12\n\npublish_ns\x18\x05 \x01(\x03\x12\r\n\x05width\x18\x06 \x01(\r\x12\x0e\n\x06height\x18\x07 \x01(\r\x12.\n\x08\x65ncoding\x18\x08 \x01(\x0e\x32\x1c.perception.v1.PixelEncoding\x12\x12\n\nrow_stride\x18\t \x01(\r\x12\x16\n\x0e\x63\x61libration_id\x18\n \x01(\t\x12\x35\n\x0b\x63\x61libration\x18\x0b \x01(\x0b\x32 .perception.v1.CameraCalibration\x12\x0e\n\x06source\x18\x0c \x01(\t*{\n\rPixelEncoding\x12\x1e\n\x1aPIXEL_ENCODING_UNSPECIFIED\x10\x00\x12\x17\n\x13PIXEL_ENCODING_BGR8\x10\x01\x12\x17\n\x13PIXEL_ENCODING_RGB8\x10\x02\x12\x18\n\x14PIXEL_ENCODING_MONO8\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19perception/v1/frame.proto\x12\rperception.v1\x1a\x1fperception/v1/calibration.proto\"\xec\x02\n\x0b\x46rameHeader\x12\x13\n\x0b\x63\x61mera_name\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x18\n\x10\x63\x61pture_start_ns\x18\x03 \x01(\x03\x12\x16\n\x0e\x63\x61pture_end_ns\x18\x04 \x01(\x03\x12\x12\n\npublish_ns\x18\x05 \x01(\x03\x12\r\n\x05width\x18\x06 \x01(\r\x12\x0e\n\x06height\x18\x07 \x01(\r\x12.\n\x08\x65ncoding\x18\x08 \x01(\x0e\x32\x1c.perception.v1.PixelEncoding\x12\x12\n\nrow_stride\x18\t \x01(\r\x12\x16\n\x0e\x63\x61libration_id\x18\n \x01(\t\x12\x35\n\x0b\x63\x61libration\x18\x0b \x01(\x0b\x32 .perception.v1.CameraCalibration\x12\x0e\n\x06source\x18\x0c \x01(\t\x12\x1b\n\x0esource_time_ns\x18\r \x01(\x03H\x00\x88\x01\x01\x42\x11\n\x0f_source_time_ns*{\n\rPixelEncoding\x12\x1e\n\x1aPIXEL_ENCODING_UNSPECIFIED\x10\x00\x12\x17\n\x13PIXEL_ENCODING_BGR8\x10\x01\x12\x17\n\x13PIXEL_ENCODING_RGB8\x10\x02\x12\x18\n\x14PIXEL_ENCODING_MONO8\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'perception.v1.frame_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PIXELENCODING']._serialized_start=396
-  _globals['_PIXELENCODING']._serialized_end=519
+  _globals['_PIXELENCODING']._serialized_start=444
+  _globals['_PIXELENCODING']._serialized_end=567
   _globals['_FRAMEHEADER']._serialized_start=78
-  _globals['_FRAMEHEADER']._serialized_end=394
+  _globals['_FRAMEHEADER']._serialized_end=442
 # @@protoc_insertion_point(module_scope)

@@ -19,7 +19,7 @@ PIXEL_ENCODING_RGB8: PixelEncoding
 PIXEL_ENCODING_MONO8: PixelEncoding
 
 class FrameHeader(_message.Message):
-    __slots__ = ("camera_name", "sequence", "capture_start_ns", "capture_end_ns", "publish_ns", "width", "height", "encoding", "row_stride", "calibration_id", "calibration", "source")
+    __slots__ = ("camera_name", "sequence", "capture_start_ns", "capture_end_ns", "publish_ns", "width", "height", "encoding", "row_stride", "calibration_id", "calibration", "source", "source_time_ns")
     CAMERA_NAME_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     CAPTURE_START_NS_FIELD_NUMBER: _ClassVar[int]
@@ -32,6 +32,7 @@ class FrameHeader(_message.Message):
     CALIBRATION_ID_FIELD_NUMBER: _ClassVar[int]
     CALIBRATION_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_TIME_NS_FIELD_NUMBER: _ClassVar[int]
     camera_name: str
     sequence: int
     capture_start_ns: int
@@ -44,4 +45,5 @@ class FrameHeader(_message.Message):
     calibration_id: str
     calibration: _calibration_pb2.CameraCalibration
     source: str
-    def __init__(self, camera_name: _Optional[str] = ..., sequence: _Optional[int] = ..., capture_start_ns: _Optional[int] = ..., capture_end_ns: _Optional[int] = ..., publish_ns: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., encoding: _Optional[_Union[PixelEncoding, str]] = ..., row_stride: _Optional[int] = ..., calibration_id: _Optional[str] = ..., calibration: _Optional[_Union[_calibration_pb2.CameraCalibration, _Mapping]] = ..., source: _Optional[str] = ...) -> None: ...
+    source_time_ns: int
+    def __init__(self, camera_name: _Optional[str] = ..., sequence: _Optional[int] = ..., capture_start_ns: _Optional[int] = ..., capture_end_ns: _Optional[int] = ..., publish_ns: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., encoding: _Optional[_Union[PixelEncoding, str]] = ..., row_stride: _Optional[int] = ..., calibration_id: _Optional[str] = ..., calibration: _Optional[_Union[_calibration_pb2.CameraCalibration, _Mapping]] = ..., source: _Optional[str] = ..., source_time_ns: _Optional[int] = ...) -> None: ...
