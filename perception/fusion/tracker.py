@@ -57,9 +57,6 @@ class Track:
     hits: int = 1
 
 
-_H = np.eye(4)                   # the measurement is (px, py, vx_model, vy_model): the state itself
-
-
 def _transition(dt: float, accel_sigma: float) -> tuple[np.ndarray, np.ndarray]:
     """Constant-velocity F and its white-acceleration process noise Q over dt seconds."""
     F = np.eye(4)
@@ -127,10 +124,10 @@ class Tracker:
             if i in track_of:
                 t = self.tracks[track_of[i]]
                 x, P = predicted[track_of[i]]
-                S = _H @ P @ _H.T + R
-                K = P @ _H.T @ np.linalg.inv(S)
-                t.x = x + K @ (z - _H @ x)
-                t.P = (np.eye(4) - K @ _H) @ P
+                # The measurement (px, py, vx_model, vy_model) is the state itself (H = I).
+                K = P @ np.linalg.inv(P + R)
+                t.x = x + K @ (z - x)
+                t.P = (np.eye(4) - K) @ P
                 t.last_ns, t.hits = stamp_ns, t.hits + 1
             else:
                 t = Track(self.next_id, int(o.object_class), z.copy(), R.copy(), stamp_ns)
