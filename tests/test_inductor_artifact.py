@@ -116,7 +116,7 @@ def test_the_built_package_serves_within_the_parity_bound(built, model_dir, mode
     assert not list(built.glob(".*inductor-build*"))
 
 
-@pytest.mark.timeout(600)    # a rebuild under a loaded machine; its own deadline is 480 s
+@pytest.mark.timeout(960)    # a rebuild under a loaded machine; its own deadline is 900 s
 def test_a_truncated_package_is_refused_then_rebuilt_and_the_switch_loses_no_frame_set(built, model_dir, model,
                                                                                        tmp_path):
     """Serving starts eagerly (the truncated package is never loaded), the background build
@@ -143,10 +143,10 @@ def test_a_truncated_package_is_refused_then_rebuilt_and_the_switch_loses_no_fra
     pipe = FusionPipeline(rig, engine, cfg, score_threshold=0.05)
     rng = np.random.default_rng(0)
     messages, worst = [], 0.0
-    deadline = time.monotonic() + 480
+    deadline = time.monotonic() + 900
     after_switch = 0
     while after_switch < 3:
-        assert time.monotonic() < deadline, f"no switch within 480 s; build log: {engine._build_log.read_text()}"
+        assert time.monotonic() < deadline, f"no switch within 900 s; build log: {engine._build_log.read_text()}"
         frames = {c.name: rng.integers(0, 256, (c.height, c.width, 3), dtype=np.uint8) for c in rig.cameras}
         msg = pipe.process(make_frameset(rig, frames, (len(messages) + 1) * 100_000_000))
         messages.append(msg)

@@ -140,22 +140,28 @@ def test_launch_record_records_a_live_run(tmp_path):
                                              "torch", "--threads", "1", "--timeout-ms", "150", *model]})
     path = write(tmp_path, {"name": "rec", "monitor": fusion, "processes": procs})
     out_file = tmp_path / "drive.mcap"
-    sub = Subscriber(fusion, ["detections"])
+    sub = Subscriber(fusion, ["detections", "status/fusion"])
     launcher = subprocess.Popen([sys.executable, "-m", "perception.cli", "launch", str(path), "--record", str(out_file),
                                  "--log-dir", str(tmp_path / "logs"), "--quiet"], stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
-    seen = 0
+    seen = statuses = 0
     try:
-        deadline = time.monotonic() + 150      # ends once detections of all six cameras flowed (~20-40 s here)
-        while time.monotonic() < deadline and seen < 3:
+        # ends once detections of all six cameras flowed (~20-40 s here) and two ~1 Hz statuses went out
+        # after the recorder connected (stopping after three detection sets alone could beat the first)
+        deadline = time.monotonic() + 150
+        while time.monotonic() < deadline and (seen < 3 or statuses < 2):
             rx = sub.recv(timeout_ms=500)
-            if rx is not None and not rx.msg.missing_cameras:
+            if rx is None:
+                continue
+            if rx.topic == "status/fusion":
+                statuses += seen > 0
+            elif not rx.msg.missing_cameras:
                 seen += 1
     finally:
         launcher.send_signal(signal.SIGINT)
         out, _ = launcher.communicate(timeout=60)
         sub.close()
-    assert seen >= 3, out
+    assert seen >= 3 and statuses >= 2, out
     assert launcher.returncode == 0, out
     # the recorder's closing summary reached the launch log
     assert "record: camera/front: " in out and "record: foxglove channels: " in out and "record: wrote " in out, out
