@@ -8,6 +8,7 @@
 #   no_cross    each BEV cell attends to the one camera it projects into best
 #   one_head    1 attention head instead of 4
 # Usage: bash scripts/ablations.sh [STEPS] [SCENES]   -> runs/ablations/table.md (README: Ablations)
+# RUNS="baseline no_cross" picks and orders the runs (default all four); a run already trained is only re-evaluated.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STEPS=${1:-600}
@@ -16,7 +17,8 @@ PY=${PY:-.venv/bin/python}
 OUT=runs/ablations
 HELDOUT=rigs/heldout/narrow_car_3cam.yaml
 declare -A SETS=([baseline]="" [no_pos]="use_position_embedding=false token_depth=false" [no_cross]="cross_view=false" [one_head]="heads=1")
-for name in baseline no_pos no_cross one_head; do
+RUNS=${RUNS:-baseline no_pos no_cross one_head}
+for name in $RUNS; do
   if [ ! -f "$OUT/$name/model.safetensors" ]; then
     # shellcheck disable=SC2086
     $PY -m perception.cli train --scenes 16000 --rig-distribution any --nominal-share 0.3 \
@@ -26,5 +28,6 @@ for name in baseline no_pos no_cross one_head; do
   $PY -m perception.cli eval --model "$OUT/$name" --rig "$HELDOUT" --scenes "$SCENES" --no-progress \
     --json "$OUT/$name/eval_narrow_car_3cam.json"
 done
-$PY -m perception.tools.ablation_table "$OUT" baseline no_pos no_cross one_head --extra eval_narrow_car_3cam.json \
+# shellcheck disable=SC2086
+$PY -m perception.tools.ablation_table "$OUT" $RUNS --extra eval_narrow_car_3cam.json \
   | tee "$OUT/table.md"
