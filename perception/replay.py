@@ -179,8 +179,7 @@ class OfflineReplay:
             summary.rejected[reason] = summary.rejected.get(reason, 0) + 1
             return None
         stamp = int(h.capture_end_ns)
-        source = h.source_time_ns if h.HasField("source_time_ns") else None
-        return TimedFrame(camera, h.sequence, stamp, stamp, CameraFrame(camera, h.sequence, stamp, pixels, source))
+        return TimedFrame(camera, h.sequence, stamp, stamp, CameraFrame.from_header(camera, h, stamp, pixels))
 
     def run(self, drive, on_detections: Callable | None = None, progress=None) -> ReplaySummary:
         """Replay `drive` (a drives.Drive from open_drive, or the path of our own recording);

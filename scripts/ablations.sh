@@ -28,6 +28,7 @@ for name in $RUNS; do
   $PY -m perception.cli eval --model "$OUT/$name" --rig "$HELDOUT" --scenes "$SCENES" --no-progress \
     --json "$OUT/$name/eval_narrow_car_3cam.json"
 done
-# shellcheck disable=SC2086
-$PY -m perception.tools.ablation_table "$OUT" $RUNS --extra eval_narrow_car_3cam.json \
+# the table covers every run trained so far, baseline first (its ratios are against the first run)
+trained=(); for name in baseline no_pos no_cross one_head; do [ -f "$OUT/$name/eval.json" ] && trained+=("$name"); done
+$PY -m perception.tools.ablation_table "$OUT" "${trained[@]}" --extra eval_narrow_car_3cam.json \
   | tee "$OUT/table.md"

@@ -180,8 +180,7 @@ class FusionNode:
             self._reject(camera, f"frame_{e.reason}", str(e), now_ns)
             return None
         self.cameras[camera].on_frame(h.sequence, stamp, now_ns, rx.superseded)
-        source = h.source_time_ns if h.HasField("source_time_ns") else None
-        return TimedFrame(camera, h.sequence, stamp, now_ns, CameraFrame(camera, h.sequence, stamp, pixels, source))
+        return TimedFrame(camera, h.sequence, stamp, now_ns, CameraFrame.from_header(camera, h, stamp, pixels))
 
     # -- main loop -------------------------------------------------------------------------
     def run(self) -> int:

@@ -53,6 +53,12 @@ class CameraFrame:
     pixels: np.ndarray            # (H, W, 3) uint8 BGR
     source_ns: int | None = None  # FrameHeader.source_time_ns: capture time in the source's clock (None: stamp_ns)
 
+    @classmethod
+    def from_header(cls, camera: str, header, stamp_ns: int, pixels: np.ndarray) -> CameraFrame:
+        """The frame of a validated FrameHeader (its source time kept when the sender set one)."""
+        source = header.source_time_ns if header.HasField("source_time_ns") else None
+        return cls(camera, header.sequence, stamp_ns, pixels, source)
+
 
 def source_stamp(frameset: FrameSet) -> int:
     """The set's stamp in its source's clock. Frames restamped onto the wall clock (the replay
